@@ -1,0 +1,67 @@
+# Firstline — the two commands a newcomer needs are `make demo` and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+BIN := $(VENV)/bin
+CONFIG ?= examples/desk.yaml
+RENDERED ?= build/asterisk
+DAEMON_PID := build/acd.pid
+DAEMON_LOG := build/acd.log
+PYTEST_ARGS ?=
+
+.PHONY: all deps venv pbx lint test test-fast demo demo-stop render clean
+
+all: test
+
+deps:
+	@scripts/install-deps
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(BIN)/python || python3 -m venv $(VENV)
+	@$(BIN)/pip install -q --upgrade pip
+	@$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+pbx: deps
+	@asterisk/pbx install
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+# The whole suite, live Asterisk included.
+test: deps venv pbx lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Pure-logic tests only (no Asterisk), for a quick edit loop.
+test-fast: venv
+	$(BIN)/pytest -m "not live" $(PYTEST_ARGS)
+
+render: venv
+	$(BIN)/acd init-secrets $(CONFIG)
+	$(BIN)/acd check $(CONFIG)
+	$(BIN)/acd render $(CONFIG) --out $(RENDERED)
+
+demo: deps venv pbx render
+	@$(MAKE) --no-print-directory demo-stop >/dev/null
+	asterisk/pbx start $(RENDERED)
+	@mkdir -p build
+	@nohup $(BIN)/acd run $(CONFIG) >$(DAEMON_LOG) 2>&1 & echo $$! >$(DAEMON_PID)
+	@$(BIN)/acd wait-ready $(CONFIG) --timeout 15
+	@echo
+	@echo "Firstline is running: Asterisk (asterisk/pbx status) and the daemon (log: $(DAEMON_LOG))."
+	@echo "Place a test call into the hotline:   $(BIN)/acd call $(CONFIG)"
+	@echo "Or register a softphone to 127.0.0.1:5060 as an agent of $(CONFIG)"
+	@echo "  (user = the agent's endpoint, password in examples/secrets/), dial *21 to log in,"
+	@echo "  and call the hotline from a second softphone."
+	@echo "Watch the queues:                     asterisk/pbx cli 'queue show'"
+	@echo "Stop everything:                      make demo-stop"
+
+demo-stop:
+	@if [ -f $(DAEMON_PID) ]; then kill $$(cat $(DAEMON_PID)) 2>/dev/null || true; rm -f $(DAEMON_PID); fi
+	@asterisk/pbx stop
+
+clean:
+	rm -rf build .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,207 @@
+"""The ``acd`` command: check and render the admin config, run the daemon, place test calls.
+
+Exit codes: 0 success, 1 invalid input (config errors are printed as FILE:LINE:COL), 2 a
+refused AMI login or an unreachable peer. Output meant for people goes to stdout/stderr as
+plain text; the daemon itself logs JSON lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from acd.ami import AmiClient, AmiError, Event
+from acd.config import Config, ConfigInvalid, init_missing_secret_files, load_config
+from acd.daemon import Daemon
+from acd.log import configure_logging
+from pbx_config import render, write_rendered
+
+__all__ = ["main"]
+
+_JOURNEY_END = {"QueueCallerLeave", "QueueCallerAbandon", "Hangup"}
+
+
+def _load(path: Path) -> Config | None:
+    try:
+        return load_config(path)
+    except ConfigInvalid as invalid:
+        print(invalid, file=sys.stderr)
+        print(f"{path}: {len(invalid.issues)} error(s); nothing was changed", file=sys.stderr)
+        return None
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return 1
+    print(
+        f"{args.config}: OK ({len(config.queues)} queues, {len(config.agents)} agents, "
+        f"{len(config.skills)} skills)"
+    )
+    return 0
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return 1
+    files = render(config)
+    write_rendered(files, args.out)
+    print(f"rendered {len(files)} files into {args.out}")
+    return 0
+
+
+def _cmd_init_secrets(args: argparse.Namespace) -> int:
+    created = init_missing_secret_files(args.config)
+    for path in created:
+        print(f"created {path} (mode 0600)")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return 1
+    configure_logging(args.log_level or config.daemon.log_level)
+    return asyncio.run(Daemon(config).run())
+
+
+def _cmd_wait_ready(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return 1
+    endpoint = config.daemon.metrics
+    url = f"http://{endpoint.host}:{endpoint.port}/metrics"
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as reply:
+                if b"acd_ami_connected 1.0" in reply.read():
+                    print("daemon ready: logged in to AMI")
+                    return 0
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    print(f"daemon not ready after {args.timeout} s ({url})", file=sys.stderr)
+    return 2
+
+
+async def _place_call(config: Config, number: str, caller_id: str, watch: float) -> int:
+    ami = config.daemon.ami
+    client = AmiClient(
+        host=ami.host,
+        port=ami.port,
+        username=ami.username,
+        secret=ami.secret.reveal(),
+        reconnect=False,
+    )
+    caller_uid = f"firstline-call-{uuid.uuid4().hex[:12]};2"
+    done = asyncio.Event()
+    started = time.monotonic()
+
+    def show(event: Event) -> None:
+        if caller_uid not in (event.get("Uniqueid"), event.get("Linkedid")):
+            return
+        details = ", ".join(
+            f"{key}={event.get(key)}"
+            for key in ("Queue", "MemberName", "Position", "HoldTime", "TalkTime", "Cause-txt")
+            if event.get(key)
+        )
+        print(f"{time.monotonic() - started:6.1f}s  {event.name:<20} {details}")
+        if event.name in _JOURNEY_END and event.get("Uniqueid") == caller_uid:
+            done.set()
+
+    client.subscribe(None, show)
+    runner = asyncio.create_task(client.run())
+    try:
+        await client.wait_logged_in(timeout=10)
+        result = await client.action(
+            "Originate",
+            {
+                "Channel": f"Local/{number}@firstline-hotline",
+                "Application": "Wait",
+                "Data": str(int(watch)),
+                "CallerID": caller_id,
+                # Asterisk names the Local channel's second half (the caller) "<ChannelId>;2".
+                "ChannelId": caller_uid.removesuffix(";2"),
+                "Async": "true",
+            },
+            timeout=10,
+        )
+        if not result.ok:
+            print(f"Originate refused: {result.response.message}", file=sys.stderr)
+            return 2
+        print(f"calling {number} as {caller_id}; caller unique id {caller_uid}")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(watch):
+                await done.wait()
+    except AmiError as error:
+        print(f"AMI: {error}", file=sys.stderr)
+        return 2
+    else:
+        return 0
+    finally:
+        runner.cancel()
+        await client.close()
+
+
+def _cmd_call(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return 1
+    number = args.number or config.hotline.numbers[0]
+    return asyncio.run(_place_call(config, number, args.caller_id, args.watch))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="acd", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    check = sub.add_parser("check", help="validate a config file; print every error")
+    check.add_argument("config", type=Path)
+    check.set_defaults(func=_cmd_check)
+
+    render = sub.add_parser("render", help="write the Asterisk configuration")
+    render.add_argument("config", type=Path)
+    render.add_argument("--out", type=Path, required=True, help="folder to write into")
+    render.set_defaults(func=_cmd_render)
+
+    secrets = sub.add_parser("init-secrets", help="create missing file secrets (mode 0600)")
+    secrets.add_argument("config", type=Path)
+    secrets.set_defaults(func=_cmd_init_secrets)
+
+    run = sub.add_parser("run", help="run the daemon")
+    run.add_argument("config", type=Path)
+    run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    run.set_defaults(func=_cmd_run)
+
+    ready = sub.add_parser("wait-ready", help="wait until the daemon is logged in to AMI")
+    ready.add_argument("config", type=Path)
+    ready.add_argument("--timeout", type=float, default=15.0)
+    ready.set_defaults(func=_cmd_wait_ready)
+
+    call = sub.add_parser("call", help="place a test call into the hotline (Local channel)")
+    call.add_argument("config", type=Path)
+    call.add_argument("--number", help="hotline number to dial (default: the first)")
+    call.add_argument("--caller-id", default='"Test Caller" <4930555000>')
+    call.add_argument("--watch", type=float, default=60.0, help="seconds to follow the call")
+    call.set_defaults(func=_cmd_call)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""The Firstline daemon: the one composition root that wires the parts together.
+
+It builds the AMI link, the FastAGI server and the metrics endpoint from the validated
+config, connects their callbacks, and runs until SIGTERM/SIGINT. Nothing imports this
+module but the CLI. Decisions come from the pure core (``acd.routing``); this module only
+turns them into AGI commands and AMI actions, and logs what Asterisk reports.
+
+The FastAGI server is served whether or not AMI is up: routing a caller never waits for the
+manager link. A refused AMI login is a configuration error and ends the daemon (exit 2)
+instead of retrying forever; a lost connection is retried with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from prometheus_client import CollectorRegistry
+
+from acd.agi import AgiSession
+from acd.agi.server import AgiServer
+from acd.ami import AmiAuthenticationError, AmiClient, Event
+from acd.config import Config
+from acd.routing import CallFacts, decide_route, queue_memberships
+from metrics import HealthMetrics, MetricsExporter
+
+__all__ = ["Daemon"]
+
+# The queue events that make up a call's journey; logged with the caller's unique id.
+CALL_EVENTS = (
+    "QueueCallerJoin",
+    "AgentCalled",
+    "AgentRingNoAnswer",
+    "AgentConnect",
+    "AgentComplete",
+    "AgentDump",
+    "QueueCallerLeave",
+    "QueueCallerAbandon",
+)
+EXIT_OK = 0
+EXIT_AMI_REFUSED = 2
+
+
+class Daemon:
+    """Runs Firstline against one Asterisk until stopped."""
+
+    def __init__(self, config: Config, *, clock: Callable[[], dt.datetime] | None = None) -> None:
+        self._config = config
+        self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
+        self._log = structlog.get_logger("acd.daemon")
+        self._registry = CollectorRegistry()
+        self._health = HealthMetrics(self._registry)
+        self._stop = asyncio.Event()
+        link = config.daemon
+        self._ami = AmiClient(
+            host=link.ami.host,
+            port=link.ami.port,
+            username=link.ami.username,
+            secret=link.ami.secret.reveal(),
+            on_connected=self._ami_logged_in,
+            on_disconnected=self._ami_lost,
+            reconnect=True,
+        )
+        for name in CALL_EVENTS:
+            self._ami.subscribe(name, self._on_call_event)
+        self._agi = AgiServer(
+            host=link.agi.host,
+            port=link.agi.port,
+            handlers={"route": self._route, "agent": self._agent_feature},
+            on_request_done=self._health.agi_request_done,
+        )
+        self._exporter = MetricsExporter(
+            self._registry, host=link.metrics.host, port=link.metrics.port
+        )
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> int:
+        """Serve until asked to stop; returns the process exit code."""
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.request_stop)
+        await self._agi.start()
+        await self._exporter.start()
+        self._log.info(
+            "daemon.started",
+            agi_port=self._agi.port,
+            metrics_port=self._exporter.port,
+            ami=f"{self._config.daemon.ami.host}:{self._config.daemon.ami.port}",
+        )
+        ami_task = asyncio.create_task(self._ami.run(), name="ami")
+        stop_task = asyncio.create_task(self._stop.wait(), name="stop")
+        exit_code = EXIT_OK
+        try:
+            await asyncio.wait({ami_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+            if ami_task.done():
+                exc = ami_task.exception()
+                if isinstance(exc, AmiAuthenticationError):
+                    self._log.error("daemon.ami_login_refused", error=str(exc))
+                    exit_code = EXIT_AMI_REFUSED
+                elif exc is not None:
+                    self._log.error("daemon.ami_failed", error=repr(exc))
+                    exit_code = 1
+        finally:
+            stop_task.cancel()
+            ami_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await ami_task
+            await self._ami.close()
+            await self._agi.close()
+            await self._exporter.close()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+            self._log.info("daemon.stopped", exit_code=exit_code)
+        return exit_code
+
+    # --- AMI ---------------------------------------------------------------------------
+
+    async def _ami_logged_in(self, _client: AmiClient) -> None:
+        self._health.ami_logged_in()
+        self._log.info("ami.logged_in", reconnects=self._ami.reconnects)
+
+    async def _ami_lost(self, _client: AmiClient) -> None:
+        self._health.ami_lost()
+        self._log.warning("ami.lost")
+
+    def _on_call_event(self, event: Event) -> None:
+        self._log.info(
+            "call.event",
+            ami_event=event.name,
+            uniqueid=event.get("Uniqueid"),
+            queue=event.get("Queue"),
+            channel=event.get("Channel"),
+            member=event.get("MemberName") or None,
+            position=event.get("Position") or None,
+        )
+
+    # --- FastAGI -----------------------------------------------------------------------
+
+    async def _route(self, session: AgiSession) -> None:
+        env = session.request.env
+        facts = CallFacts(
+            uniqueid=env.get("agi_uniqueid", ""),
+            caller_number=env.get("agi_callerid", ""),
+            dialed=env.get("agi_extension", ""),
+            language=env.get("agi_language", ""),
+        )
+        async with asyncio.timeout(self._config.daemon.route_timeout):
+            decision = decide_route(self._config, facts, self._clock())
+            await session.set_variable("FIRSTLINE_PRIO", str(decision.priority))
+            await session.set_variable("FIRSTLINE_MAX_PENALTY", str(decision.max_penalty))
+            await session.set_variable("FIRSTLINE_MAX_WAIT", str(decision.max_wait))
+            # Set last: the dialplan takes the decision only when this is present.
+            await session.set_variable("FIRSTLINE_QUEUE", decision.queue)
+        session.log.info(
+            "call.routed",
+            queue=decision.queue,
+            priority=decision.priority,
+            max_penalty=decision.max_penalty,
+            caller=facts.caller_number,
+            reasons=list(decision.reasons),
+        )
+
+    async def _agent_feature(self, session: AgiSession) -> None:
+        """Agent feature codes dialled from a softphone: login, logout, pause, resume."""
+        args = session.request.args
+        action = args[0] if args else ""
+        extension = session.request.env.get("agi_callerid", "")
+        agent = next((a for a in self._config.agents if a.extension == extension), None)
+        if agent is None:
+            session.log.warning("agent.unknown_extension", extension=extension, action=action)
+            await session.set_variable("FIRSTLINE_AGENT_RESULT", "unknown-agent")
+            return
+        log = session.log.bind(agent=agent.id, action=action)
+        async with asyncio.timeout(self._config.daemon.route_timeout):
+            result = await self._apply_agent_action(agent.id, action, args[1:] if args else ())
+        await session.set_variable("FIRSTLINE_AGENT_RESULT", result)
+        log.info("agent.feature", result=result)
+
+    async def _apply_agent_action(self, agent_id: str, action: str, rest: Any) -> str:
+        agent = self._config.agent(agent_id)
+        interface = agent.dial_interface
+        if action == "login":
+            memberships = queue_memberships(self._config, agent)
+            for queue_id, penalty in sorted(memberships.items()):
+                result = await self._ami.action(
+                    "QueueAdd",
+                    {
+                        "Queue": queue_id,
+                        "Interface": interface,
+                        "Penalty": str(penalty),
+                        "MemberName": agent.name,
+                        "Paused": "false",
+                    },
+                )
+                if not result.ok and "Already there" not in (result.response.message or ""):
+                    return "failed"
+            return "logged-in"
+        if action == "logout":
+            for queue_id in sorted(queue_memberships(self._config, agent)):
+                await self._ami.action("QueueRemove", {"Queue": queue_id, "Interface": interface})
+            return "logged-out"
+        if action in ("pause", "resume"):
+            fields = {"Interface": interface, "Paused": "true" if action == "pause" else "false"}
+            if action == "pause":
+                digit = rest[0] if rest else ""
+                fields["Reason"] = self._config.pause_reasons.get(digit, "pause")
+            result = await self._ami.action("QueuePause", fields)
+            return ("paused" if action == "pause" else "resumed") if result.ok else "failed"
+        return "unknown-action"

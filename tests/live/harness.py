@@ -1,0 +1,118 @@
+"""Live-test harness: renders a config with Local-channel callers and agents, runs the
+daemon as a real subprocess (``acd run``) and reads its JSON log.
+
+The dialplan contexts written here (extensions_local.conf, included by the rendered
+extensions.conf) stand in for phones: ``test-agents`` answers like an agent's softphone,
+``test-callers`` holds the caller's line open.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from acd.config import load_config
+from pbx_config import render, write_rendered
+
+REPO = Path(__file__).resolve().parents[2]
+LIVE_CONFIG = Path(__file__).resolve().parent / "desk-live.yaml"
+TEST_SECRET = "firstline-test-secret"  # the live tests' own throwaway Asterisk
+
+HARNESS_DIALPLAN = """
+; Written by tests/live/harness.py: phones for the live tests.
+[test-agents]
+; An agent's softphone: rings for AGENT_RING seconds (default 0), talks AGENT_TALK (2).
+exten => _[a-z].,1,Wait(${IF($["${AGENT_RING}" = ""]?0:${AGENT_RING})})
+ same => n,Answer()
+ same => n,Wait(${IF($["${AGENT_TALK}" = ""]?2:${AGENT_TALK})})
+ same => n,Hangup()
+
+[test-callers]
+; The caller's phone: stays on the line for CALLER_HOLD seconds (default 30).
+exten => hold,1,Wait(${IF($["${CALLER_HOLD}" = ""]?30:${CALLER_HOLD})})
+ same => n,Hangup()
+"""
+
+
+def live_env() -> dict[str, str]:
+    return {**os.environ, "FIRSTLINE_TEST_SECRET": TEST_SECRET}
+
+
+def render_live(out_dir: Path, config_path: Path = LIVE_CONFIG) -> Path:
+    """Render ``config_path`` plus the phone harness into ``out_dir``."""
+    os.environ["FIRSTLINE_TEST_SECRET"] = TEST_SECRET
+    files = render(load_config(config_path))
+    files["extensions_local.conf"] = HARNESS_DIALPLAN
+    write_rendered(files, out_dir)
+    return out_dir
+
+
+class DaemonProcess:
+    """``acd run CONFIG`` as a subprocess with its JSON log captured to a file."""
+
+    def __init__(self, log_path: Path, config_path: Path = LIVE_CONFIG) -> None:
+        self.log_path = log_path
+        self.config_path = config_path
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, *, wait_ready: bool = True) -> None:
+        log = self.log_path.open("ab")
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "acd.cli", "run", str(self.config_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=live_env(),
+            cwd=REPO,
+        )
+        log.close()
+        if wait_ready:
+            self.wait_for(lambda line: line.get("event") == "ami.logged_in", timeout=15)
+
+    def stop(self) -> int | None:
+        if self._proc is None:
+            return None
+        if self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(timeout=5)
+        code = self._proc.returncode
+        self._proc = None
+        return code
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def lines(self) -> Iterator[dict[str, Any]]:
+        if not self.log_path.exists():
+            return
+        for raw in self.log_path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                parsed = json.loads(raw)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(parsed, dict):
+                yield parsed
+
+    def wait_for(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.lines():
+                if predicate(line):
+                    return line
+            if self._proc is not None and self._proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        tail = self.log_path.read_text(errors="replace")[-3000:] if self.log_path.exists() else ""
+        raise AssertionError(f"daemon log has no matching line within {timeout} s:\n{tail}")

@@ -1,0 +1,173 @@
+"""Live: a call travels caller → hotline → daemon → queue → agent on the real Asterisk 22,
+the dialplan falls back when the daemon is down, and hostile FastAGI clients don't hurt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from acd.ami import AmiClient, Event
+from tests.conftest import LivePbx
+from tests.live.harness import TEST_SECRET, DaemonProcess, render_live
+
+pytestmark = pytest.mark.live
+
+CALL_JOURNEY = ("QueueCallerJoin", "AgentConnect", "AgentComplete")
+
+
+@pytest.fixture(scope="module")
+def started_pbx(pbx: LivePbx, tmp_path_factory: pytest.TempPathFactory) -> LivePbx:
+    conf = render_live(tmp_path_factory.mktemp("asterisk-conf"))
+    pbx.start(conf, fresh_state=True)
+    return pbx
+
+
+@pytest.fixture
+async def ami(started_pbx: LivePbx) -> AsyncIterator[AmiClient]:
+    client = AmiClient(
+        host="127.0.0.1", port=5038, username="firstline", secret=TEST_SECRET, reconnect=False
+    )
+    runner = asyncio.create_task(client.run())
+    await client.wait_logged_in(timeout=10)
+    yield client
+    runner.cancel()
+    await client.close()
+
+
+@pytest.fixture
+def daemon(started_pbx: LivePbx, tmp_path: Path) -> Iterator[DaemonProcess]:
+    process = DaemonProcess(tmp_path / "acd.log")
+    process.start()
+    yield process
+    process.stop()
+
+
+async def _login_agent(ami: AmiClient, queue: str, interface: str, penalty: int = 0) -> None:
+    result = await ami.action(
+        "QueueAdd", {"Queue": queue, "Interface": interface, "Penalty": str(penalty)}, timeout=5
+    )
+    assert result.ok or "Already there" in result.response.message, result.response
+
+
+async def _logout_everyone(ami: AmiClient) -> None:
+    status = await ami.action("QueueStatus", timeout=5)
+    for event in status.events:
+        if event.name == "QueueMember":
+            await ami.action(
+                "QueueRemove",
+                {"Queue": event.get("Queue"), "Interface": event.get("StateInterface")},
+                timeout=5,
+            )
+
+
+async def _place_call(ami: AmiClient, caller_number: str) -> str:
+    """Originate a Local-channel caller into the hotline; returns the caller's unique id."""
+    uid = f"test-{uuid.uuid4().hex[:12]}"
+    result = await ami.action(
+        "Originate",
+        {
+            "Channel": "Local/100@firstline-hotline",
+            "Context": "test-callers",
+            "Exten": "hold",
+            "Priority": "1",
+            "CallerID": f'"Test Caller" <{caller_number}>',
+            # Asterisk names the Local channel's second half (the caller) "<ChannelId>;2".
+            "ChannelId": uid,
+            "Async": "true",
+        },
+        timeout=5,
+    )
+    assert result.ok, result.response
+    return f"{uid};2"
+
+
+async def _collect(ami: AmiClient, uid: str, until: str, within: float) -> list[Event]:
+    seen: list[Event] = []
+    done = asyncio.Event()
+
+    def watch(event: Event) -> None:
+        if event.get("Uniqueid") == uid:
+            seen.append(event)
+            if event.name == until:
+                done.set()
+
+    unsubscribe = ami.subscribe(None, watch)
+    try:
+        async with asyncio.timeout(within):
+            await done.wait()
+    finally:
+        unsubscribe()
+    return seen
+
+
+async def test_call_reaches_agent_through_daemon_route(
+    ami: AmiClient, daemon: DaemonProcess
+) -> None:
+    await _logout_everyone(ami)
+    await _login_agent(ami, "first-level", "Local/alice@test-agents")
+    uid = await _place_call(ami, "4930555001")
+    events = await _collect(ami, uid, until="AgentComplete", within=30)
+    assert [e.name for e in events if e.name in CALL_JOURNEY] == list(CALL_JOURNEY)
+    assert {e.get("Queue") for e in events if e.name in CALL_JOURNEY} == {"first-level"}
+
+    routed = daemon.wait_for(
+        lambda line: line.get("event") == "call.routed" and line.get("uniqueid") == uid
+    )
+    assert routed["queue"] == "first-level"
+    # The daemon saw the whole journey of this very call, in order.
+    for name in CALL_JOURNEY:
+        daemon.wait_for(
+            lambda line, name=name: (
+                line.get("event") == "call.event"
+                and line.get("ami_event") == name
+                and line.get("uniqueid") == uid
+            )
+        )
+    journey = [
+        line["ami_event"]
+        for line in daemon.lines()
+        if line.get("event") == "call.event" and line.get("uniqueid") == uid
+    ]
+    assert [n for n in journey if n in CALL_JOURNEY] == list(CALL_JOURNEY)
+
+
+async def test_call_reaches_default_queue_with_daemon_stopped(
+    ami: AmiClient, started_pbx: LivePbx
+) -> None:
+    await _logout_everyone(ami)
+    await _login_agent(ami, "first-level", "Local/alice@test-agents")
+    with socket.socket() as probe:  # nothing may be serving FastAGI for this test
+        assert probe.connect_ex(("127.0.0.1", 4573)) != 0
+    uid = await _place_call(ami, "4930555002")
+    events = await _collect(ami, uid, until="AgentComplete", within=30)
+    assert [e.name for e in events if e.name in CALL_JOURNEY] == list(CALL_JOURNEY)
+    assert {e.get("Queue") for e in events if e.name in CALL_JOURNEY} == {"first-level"}
+
+
+async def test_hostile_fastagi_clients_leave_daemon_serving(
+    ami: AmiClient, daemon: DaemonProcess
+) -> None:
+    await _logout_everyone(ami)
+    await _login_agent(ami, "first-level", "Local/alice@test-agents")
+    # One client connects and closes at once, one sends garbage, one a header and vanishes.
+    for payload in (b"", b"\x00\xff garbage\r\n\r\n" * 50, b"agi_network_script: route\n"):
+        _reader, writer = await asyncio.open_connection("127.0.0.1", 4573)
+        if payload:
+            writer.write(payload)
+            await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+    uid = await _place_call(ami, "4930555003")
+    events = await _collect(ami, uid, until="AgentComplete", within=30)
+    assert [e.name for e in events if e.name in CALL_JOURNEY] == list(CALL_JOURNEY)
+    routed = daemon.wait_for(
+        lambda line: line.get("event") == "call.routed" and line.get("uniqueid") == uid
+    )
+    assert routed["queue"] == "first-level"
+    assert daemon.running
