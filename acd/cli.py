@@ -19,19 +19,25 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from acd.ami import AmiClient, AmiError, Event
-from acd.config import Config, ConfigInvalid, init_missing_secret_files, load_config
+from acd.config import (
+    Config,
+    ConfigInvalid,
+    SecretUnavailableError,
+    init_missing_secret_files,
+    load_config,
+)
 from acd.daemon import Daemon
 from acd.log import configure_logging
-from pbx_config import render, write_rendered
+from pbx_config import RenderError, render, write_rendered
 
 __all__ = ["main"]
 
 _JOURNEY_END = {"QueueCallerLeave", "QueueCallerAbandon", "Hangup"}
 
 
-def _load(path: Path) -> Config | None:
+def _load(path: Path, *, check_secrets: bool = False) -> Config | None:
     try:
-        return load_config(path)
+        return load_config(path, check_secrets=check_secrets)
     except ConfigInvalid as invalid:
         print(invalid, file=sys.stderr)
         print(f"{path}: {len(invalid.issues)} error(s); nothing was changed", file=sys.stderr)
@@ -39,7 +45,7 @@ def _load(path: Path) -> Config | None:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    config = _load(args.config)
+    config = _load(args.config, check_secrets=True)
     if config is None:
         return 1
     print(
@@ -50,10 +56,14 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
-    config = _load(args.config)
+    config = _load(args.config, check_secrets=True)
     if config is None:
         return 1
-    files = render(config)
+    try:
+        files = render(config)
+    except (RenderError, SecretUnavailableError) as error:
+        print(f"{args.config}: {error}; nothing was written", file=sys.stderr)
+        return 1
     write_rendered(files, args.out)
     print(f"rendered {len(files)} files into {args.out}")
     return 0
@@ -67,7 +77,7 @@ def _cmd_init_secrets(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    config = _load(args.config)
+    config = _load(args.config, check_secrets=True)
     if config is None:
         return 1
     configure_logging(args.log_level or config.daemon.log_level)

@@ -42,6 +42,7 @@ CALL_EVENTS = (
     "QueueCallerLeave",
     "QueueCallerAbandon",
 )
+_AGENT_DONE = frozenset({"logged-in", "logged-out", "paused", "resumed"})
 EXIT_OK = 0
 EXIT_AMI_REFUSED = 2
 
@@ -175,13 +176,13 @@ class Daemon:
         agent = next((a for a in self._config.agents if a.extension == extension), None)
         if agent is None:
             session.log.warning("agent.unknown_extension", extension=extension, action=action)
-            await session.set_variable("FIRSTLINE_AGENT_RESULT", "unknown-agent")
             return
-        log = session.log.bind(agent=agent.id, action=action)
         async with asyncio.timeout(self._config.daemon.route_timeout):
             result = await self._apply_agent_action(agent.id, action, args[1:] if args else ())
-        await session.set_variable("FIRSTLINE_AGENT_RESULT", result)
-        log.info("agent.feature", result=result)
+        if result in _AGENT_DONE:
+            # The dialplan confirms with a beep only when this is set.
+            await session.set_variable("FIRSTLINE_AGENT_OK", "1")
+        session.log.info("agent.feature", agent=agent.id, action=action, result=result)
 
     async def _apply_agent_action(self, agent_id: str, action: str, rest: Any) -> str:
         agent = self._config.agent(agent_id)

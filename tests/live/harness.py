@@ -56,9 +56,12 @@ def render_live(out_dir: Path, config_path: Path = LIVE_CONFIG) -> Path:
 class DaemonProcess:
     """``acd run CONFIG`` as a subprocess with its JSON log captured to a file."""
 
-    def __init__(self, log_path: Path, config_path: Path = LIVE_CONFIG) -> None:
+    def __init__(
+        self, log_path: Path, config_path: Path = LIVE_CONFIG, env: dict[str, str] | None = None
+    ) -> None:
         self.log_path = log_path
         self.config_path = config_path
+        self._env = {**live_env(), **(env or {})}
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self, *, wait_ready: bool = True) -> None:
@@ -67,12 +70,16 @@ class DaemonProcess:
             [sys.executable, "-m", "acd.cli", "run", str(self.config_path)],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=live_env(),
+            env=self._env,
             cwd=REPO,
         )
         log.close()
         if wait_ready:
             self.wait_for(lambda line: line.get("event") == "ami.logged_in", timeout=15)
+
+    def wait_exit(self, timeout: float) -> int:
+        assert self._proc is not None
+        return self._proc.wait(timeout=timeout)
 
     def stop(self) -> int | None:
         if self._proc is None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -171,3 +171,74 @@ async def test_hostile_fastagi_clients_leave_daemon_serving(
     )
     assert routed["queue"] == "first-level"
     assert daemon.running
+
+
+async def _dial_feature_code(ami: AmiClient, code: str, extension: str) -> None:
+    result = await ami.action(
+        "Originate",
+        {
+            "Channel": f"Local/{code}@firstline-agents",
+            "Application": "Wait",
+            "Data": "2",
+            "CallerID": f"<{extension}>",
+            "Async": "true",
+        },
+        timeout=5,
+    )
+    assert result.ok, result.response
+
+
+async def _members(ami: AmiClient, queue: str) -> dict[str, Event]:
+    status = await ami.action("QueueStatus", {"Queue": queue}, timeout=5)
+    return {e.get("StateInterface") or "": e for e in status.events if e.name == "QueueMember"}
+
+
+async def _wait_members(
+    ami: AmiClient, queue: str, predicate: Callable[[dict[str, Event]], bool]
+) -> dict[str, Event]:
+    members: dict[str, Event] = {}
+    for _ in range(50):
+        members = await _members(ami, queue)
+        if predicate(members):
+            return members
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{queue} members never matched: {list(members)}")
+
+
+async def test_agent_feature_codes_log_in_pause_and_log_out(
+    ami: AmiClient, daemon: DaemonProcess, started_pbx: LivePbx
+) -> None:
+    await _logout_everyone(ami)
+    alice = "Local/alice@test-agents"
+    await _dial_feature_code(ami, "*21", "201")
+    members = await _wait_members(ami, "first-level", lambda m: alice in m)
+    assert members[alice].get("Paused") == "0"
+    assert alice not in await _members(ami, "second-printing")  # printing 2 < 4: not qualified
+    assert "Alice Martin" in started_pbx.cli("queue show first-level")
+
+    await _dial_feature_code(ami, "*231", "201")
+    members = await _wait_members(ami, "first-level", lambda m: m[alice].get("Paused") == "1")
+    assert members[alice].get("PausedReason") == "break"
+
+    await _dial_feature_code(ami, "*24", "201")
+    await _wait_members(ami, "first-level", lambda m: m[alice].get("Paused") == "0")
+
+    await _dial_feature_code(ami, "*22", "201")
+    await _wait_members(ami, "first-level", lambda m: alice not in m)
+    daemon.wait_for(
+        lambda line: line.get("event") == "agent.feature" and line.get("result") == "logged-out"
+    )
+
+
+def test_refused_ami_login_ends_the_daemon_with_a_clear_error(
+    started_pbx: LivePbx, tmp_path: Path
+) -> None:
+    process = DaemonProcess(tmp_path / "acd.log", env={"FIRSTLINE_TEST_SECRET": "not-the-secret-3f9a"})
+    process.start(wait_ready=False)
+    try:
+        assert process.wait_exit(timeout=20) == 2
+    finally:
+        process.stop()
+    refused = process.wait_for(lambda line: line.get("event") == "daemon.ami_login_refused")
+    assert "not-the-secret-3f9a" not in (tmp_path / "acd.log").read_text()  # the secret is never logged
+    assert refused["level"] == "error"

@@ -1,0 +1,375 @@
+"""FastAGI protocol core: bytes from Asterisk in, typed frozen events out (sans-IO, like h11).
+
+One `AgiConnection` codes a whole FastAGI session: first the request header block Asterisk
+sends on connect (``agi_*: value`` lines ended by an empty line), then the replies to our
+commands (``200 result=...``, ``510 ...``, the multi-line ``520-...``/``520 ...`` usage text)
+and the unsolicited ``HANGUP`` line.  `format_command` quotes a command the way res_agi.c's
+``parse_args`` splits it.
+
+It must not do I/O, read the clock, import asyncio or anything else of ours.  End of input is
+said explicitly (``receive_data(b"")``) and comes out as a `Closed` event.  For any input
+bytes the only exception raised is `AgiProtocolError`; limits are constructor arguments.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from urllib.parse import parse_qsl, urlsplit
+
+__all__ = [
+    "NEED_DATA",
+    "AgiConnection",
+    "AgiEvent",
+    "AgiHangupNotice",
+    "AgiProtocolError",
+    "AgiRequest",
+    "AgiResult",
+    "AgiUsageError",
+    "Closed",
+    "ConnectionState",
+    "NeedData",
+    "format_command",
+]
+
+# res_agi.c reads one command into a 2048-byte buffer and splits it into at most 128 words
+# (MAX_ARGS, the last slot is the terminating NULL): longer commands are silently cut there,
+# so we refuse them instead of letting Asterisk run a truncated command.
+_ASTERISK_MAX_COMMAND_BYTES = 2047
+_ASTERISK_MAX_WORDS = 127
+_EXTRAS_RE = re.compile(r"(?: [A-Za-z0-9_]+=\S*)+")
+_NEEDS_QUOTES_RE = re.compile(r'[ \t"\\]')
+
+
+class AgiProtocolError(Exception):
+    """The peer broke the protocol or a limit; the connection cannot go on."""
+
+
+class NeedData(enum.Enum):
+    """Type of the `NEED_DATA` sentinel: feed more bytes before asking again."""
+
+    NEED_DATA = "NEED_DATA"
+
+
+NEED_DATA = NeedData.NEED_DATA
+
+
+class ConnectionState(enum.Enum):
+    """Where the session is: reading the request header, then replies, then done."""
+
+    HEADER = "HEADER"
+    COMMANDS = "COMMANDS"
+    CLOSED = "CLOSED"
+    ERROR = "ERROR"
+
+
+def _frozen_map(items: Mapping[str, str]) -> Mapping[str, str]:
+    return MappingProxyType(dict(items))
+
+
+@dataclass(frozen=True, slots=True)
+class AgiRequest:
+    """The request header block: what Asterisk asked for and about which channel.
+
+    ``script`` is the path part of ``agi_network_script`` without leading ``/``
+    (``route`` for ``agi://host/route?x=1``), ``query`` its query string (last value wins),
+    ``args`` the ``agi_arg_N`` values in order.
+    """
+
+    env: Mapping[str, str]
+    script: str
+    query: Mapping[str, str]
+    args: tuple[str, ...]
+
+    @property
+    def uniqueid(self) -> str:
+        return self.env.get("agi_uniqueid", "")
+
+    @property
+    def channel(self) -> str:
+        return self.env.get("agi_channel", "")
+
+
+@dataclass(frozen=True, slots=True)
+class AgiResult:
+    """One reply line to a command: ``200 result=1 (data) endpos=123``, ``510 Invalid ...``.
+
+    ``result`` is the text after ``result=`` ("" when absent), ``data`` the parenthesised
+    part (None when absent), ``extras`` the trailing ``key=value`` pairs and ``text`` the
+    whole line after the code.
+    """
+
+    code: int
+    result: str
+    data: str | None = None
+    extras: Mapping[str, str] = field(default_factory=lambda: _frozen_map({}))
+    text: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.code == 200
+
+    @property
+    def result_int(self) -> int | None:
+        """``result=`` as an integer, or None when it is not one."""
+        try:
+            return int(self.result)
+        except ValueError:
+            return None
+
+
+@dataclass(frozen=True, slots=True)
+class AgiUsageError:
+    """A 520 reply: the command's syntax was wrong; ``text`` is Asterisk's usage text."""
+
+    text: str
+    code: int = 520
+
+
+@dataclass(frozen=True, slots=True)
+class AgiHangupNotice:
+    """The unsolicited ``HANGUP`` line: the channel hung up (AGISIGHUP is on)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """The peer closed the connection; ``trailing_bytes`` were left unparsed."""
+
+    trailing_bytes: int = 0
+
+
+AgiEvent = AgiRequest | AgiResult | AgiUsageError | AgiHangupNotice | Closed
+
+
+class AgiConnection:
+    """Sans-IO codec for one FastAGI session (request header, then command replies).
+
+    Feed bytes with `receive_data` (``b""`` for end of input) and drain `next_event` until it
+    returns `NEED_DATA` or `Closed`.  Replies are parsed in the order they arrive; matching
+    them to commands is the adapter's business, since Asterisk answers strictly in order.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_header_bytes: int = 16 * 1024,
+        max_headers: int = 256,
+        max_line_bytes: int = 64 * 1024,
+        max_usage_lines: int = 512,
+    ) -> None:
+        self._max_header_bytes = max_header_bytes
+        self._max_headers = max_headers
+        self._max_line_bytes = max_line_bytes
+        self._max_usage_lines = max_usage_lines
+        self._buf = bytearray()
+        self._scan_from = 0  # bytes of _buf already known to hold no newline
+        self._eof = False
+        self._state = ConnectionState.HEADER
+        self._header_lines: list[bytes] = []
+        self._header_bytes = 0
+        self._usage_lines: list[str] | None = None
+
+    @property
+    def state(self) -> ConnectionState:
+        return self._state
+
+    def receive_data(self, data: bytes) -> None:
+        """Add bytes from the peer; ``b""`` says the peer closed its side."""
+        if self._eof:
+            if data:
+                self._fail("data received after end of input")
+            return
+        if data:
+            self._buf += data
+        else:
+            self._eof = True
+
+    def next_event(self) -> AgiEvent | NeedData:
+        """The next complete event, `NEED_DATA`, or `Closed` once input has ended."""
+        if self._state is ConnectionState.ERROR:
+            raise AgiProtocolError("connection already failed")
+        if self._state is ConnectionState.CLOSED:
+            return Closed()
+        while True:
+            line = self._next_line()
+            if line is None:
+                if self._eof:
+                    self._state = ConnectionState.CLOSED
+                    return Closed(trailing_bytes=len(self._buf) + self._header_bytes)
+                return NEED_DATA
+            event = (
+                self._on_header_line(line)
+                if self._state is ConnectionState.HEADER
+                else self._on_reply_line(line)
+            )
+            if event is not None:
+                return event
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _fail(self, why: str) -> None:
+        self._state = ConnectionState.ERROR
+        raise AgiProtocolError(why)
+
+    def _next_line(self) -> bytes | None:
+        # Split on bytes before decoding so a UTF-8 sequence cut between reads survives.
+        end = self._buf.find(b"\n", self._scan_from)
+        limit = (
+            self._max_header_bytes - self._header_bytes
+            if self._state is ConnectionState.HEADER
+            else self._max_line_bytes
+        )
+        if end < 0:
+            if len(self._buf) > limit:
+                self._fail(
+                    "request header too big"
+                    if self._state is ConnectionState.HEADER
+                    else "reply line too long"
+                )
+            self._scan_from = len(self._buf)
+            return None
+        if end + 1 > limit:
+            self._fail(
+                "request header too big"
+                if self._state is ConnectionState.HEADER
+                else "reply line too long"
+            )
+        line = bytes(self._buf[:end])
+        del self._buf[: end + 1]
+        self._scan_from = 0
+        if self._state is ConnectionState.HEADER:
+            self._header_bytes += end + 1
+        return line.removesuffix(b"\r")
+
+    def _on_header_line(self, line: bytes) -> AgiRequest | None:
+        if line:
+            if len(self._header_lines) >= self._max_headers:
+                self._fail("too many request header lines")
+            self._header_lines.append(line)
+            return None
+        if not self._header_lines:
+            # Blank lines before the header are noise, not an empty request.
+            return None
+        request = self._build_request()
+        self._state = ConnectionState.COMMANDS
+        self._header_lines = []
+        self._header_bytes = 0
+        return request
+
+    def _build_request(self) -> AgiRequest:
+        env: dict[str, str] = {}
+        for raw in self._header_lines:
+            key, sep, value = raw.decode("utf-8", "replace").partition(":")
+            key = key.strip()
+            if not sep or not key or " " in key:
+                self._fail(f"malformed request header line {raw[:80]!r}")
+            env[key] = value.removeprefix(" ")
+        if "agi_network_script" not in env and "agi_request" not in env:
+            self._fail("not a FastAGI request: no agi_network_script or agi_request")
+        if "agi_network_script" in env:
+            script_ref = env["agi_network_script"]
+        else:
+            parts = urlsplit(env["agi_request"])
+            script_ref = parts.path + (f"?{parts.query}" if parts.query else "")
+        path, _, query = script_ref.partition("?")
+        args: list[str] = []
+        while (arg := env.get(f"agi_arg_{len(args) + 1}")) is not None:
+            args.append(arg)
+        return AgiRequest(
+            env=_frozen_map(env),
+            script=path.strip("/"),
+            query=_frozen_map(dict(parse_qsl(query, keep_blank_values=True))),
+            args=tuple(args),
+        )
+
+    def _on_reply_line(self, line: bytes) -> AgiEvent | None:
+        text = line.decode("utf-8", "replace")
+        if self._usage_lines is not None:
+            return self._on_usage_line(self._usage_lines, text)
+        if text == "HANGUP":
+            return AgiHangupNotice()
+        if not text:
+            return None
+        if text.startswith("520-"):
+            self._usage_lines = [text[4:]]
+            return None
+        code_text, _, rest = text.partition(" ")
+        if len(code_text) != 3 or not code_text.isdigit() or not code_text.isascii():
+            self._fail(f"malformed reply line {line[:80]!r}")
+        code = int(code_text)
+        if code == 520:
+            return AgiUsageError(text=rest)
+        return _parse_reply(code, rest)
+
+    def _on_usage_line(self, lines: list[str], text: str) -> AgiUsageError | None:
+        # "520-" opened a usage block; Asterisk ends it with "520 End of proper usage.".
+        if text.startswith("520 "):
+            lines.append(text[4:])
+            self._usage_lines = None
+            return AgiUsageError(text="\n".join(lines))
+        if len(lines) >= self._max_usage_lines:
+            self._fail("520 usage text too long")
+        lines.append(text)
+        return None
+
+
+def _parse_reply(code: int, rest: str) -> AgiResult:
+    if not rest.startswith("result="):
+        return AgiResult(code=code, result="", text=rest)
+    value, _, tail = rest[len("result=") :].partition(" ")
+    data: str | None = None
+    extras_text = ""
+    if tail.startswith("("):
+        if tail.endswith(")"):
+            # GET VARIABLE puts the value last: everything up to the final ')' is data,
+            # even when the value itself holds ") key=value".
+            data = tail[1:-1]
+        else:
+            close = tail.find(")")
+            while close >= 0 and not _EXTRAS_RE.fullmatch(tail[close + 1 :]):
+                close = tail.find(")", close + 1)
+            if close >= 0:
+                data, extras_text = tail[1:close], tail[close + 1 :]
+            else:
+                data = tail[1:]
+    else:
+        extras_text = f" {tail}" if tail else ""
+    extras: dict[str, str] = {}
+    for token in extras_text.split():
+        key, sep, val = token.partition("=")
+        if sep and key:
+            extras[key] = val
+    return AgiResult(code=code, result=value, data=data, extras=_frozen_map(extras), text=rest)
+
+
+def _quote_word(word: str) -> str:
+    # parse_args ends a word at an unquoted space or tab and treats '"' and '\\' as
+    # syntax; other words go bare so that commands stay readable in Asterisk's debug log.
+    if word and not _NEEDS_QUOTES_RE.search(word):
+        return word
+    # Inside double quotes a backslash makes the next character literal, so only '\\'
+    # and '"' need one.
+    return '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def format_command(*words: str) -> bytes:
+    """One AGI command line, words quoted where needed so res_agi.c splits it back exactly.
+
+    Raises `AgiProtocolError` for a word holding CR, LF or NUL (Asterisk reads commands
+    line by line and as C strings, so no escaping can carry them), for more words than
+    Asterisk accepts, or for a line longer than its command buffer.
+    """
+    if not words:
+        raise AgiProtocolError("empty AGI command")
+    if len(words) > _ASTERISK_MAX_WORDS:
+        raise AgiProtocolError(f"AGI command has {len(words)} words, Asterisk takes 127")
+    for word in words:
+        if "\n" in word or "\r" in word or "\0" in word:
+            raise AgiProtocolError("AGI command words cannot hold CR, LF or NUL")
+    line = (" ".join(_quote_word(w) for w in words)).encode("utf-8")
+    if len(line) > _ASTERISK_MAX_COMMAND_BYTES - 1:
+        raise AgiProtocolError(f"AGI command of {len(line)} bytes exceeds Asterisk's buffer")
+    return line + b"\n"

@@ -1,0 +1,304 @@
+"""AgiServer over real loopback TCP: a scripted "Asterisk" client, and one live Asterisk test."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import socket
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from acd.agi import AgiCommandError, AgiServer, AgiSession, Handler
+
+TRANSCRIPTS = Path(__file__).parent / "transcripts" / "agi"
+HEADER = (TRANSCRIPTS / "hangup.bin").read_bytes().split(b"\n\n")[0] + b"\n\n"
+
+
+def _header(script: str) -> bytes:
+    return HEADER.replace(b"agi_network_script: hangup", f"agi_network_script: {script}".encode())
+
+
+class FakeAsterisk:
+    """The Asterisk side of one FastAGI connection, driven by the test."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def connect(cls, port: int, script: str | None = None) -> FakeAsterisk:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        fake = cls(reader, writer)
+        if script is not None:
+            writer.write(_header(script))
+        return fake
+
+    async def command(self) -> bytes:
+        async with asyncio.timeout(5):
+            return await self.reader.readline()
+
+    async def reply(self, raw: bytes) -> None:
+        self.writer.write(raw)
+        await self.writer.drain()
+
+    async def eof(self, *, reset_ok: bool = False) -> bytes:
+        async with asyncio.timeout(5):
+            try:
+                return await self.reader.read()
+            except ConnectionResetError:
+                # The server may close without reading what we sent: the kernel resets.
+                if reset_ok:
+                    return b""
+                raise
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionResetError):
+            await self.writer.wait_closed()
+
+
+async def _greet(session: AgiSession) -> None:
+    name = await session.get_variable("NAME")
+    await session.set_variable("GREETING", f"hello {name}")
+
+
+async def _boom(session: AgiSession) -> None:
+    await session.answer()
+    raise RuntimeError("handler bug")
+
+
+async def _two_commands(session: AgiSession) -> None:
+    await session.answer()
+    await session.verbose("after answer")
+
+
+async def _bad_usage(session: AgiSession) -> None:
+    try:
+        await session.execute("GET", "DATA")
+    except AgiCommandError as exc:
+        await session.set_variable("ERR", str(exc.code))
+
+
+HANDLERS: dict[str, Handler] = {
+    "greet": _greet,
+    "boom": _boom,
+    "two": _two_commands,
+    "usage": _bad_usage,
+}
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[AgiServer]:
+    done: list[tuple[str, str, float]] = []
+    srv = AgiServer(
+        port=0,
+        handlers=HANDLERS,
+        header_timeout=0.3,
+        command_timeout=1.0,
+        on_request_done=lambda *a: done.append(a),
+    )
+    await srv.start()
+    srv.done = done  # type: ignore[attr-defined]
+    try:
+        yield srv
+    finally:
+        await srv.close()
+
+
+async def _idle(server: AgiServer) -> None:
+    """The structural no-spin check: every session task has ended."""
+    async with asyncio.timeout(3):
+        while server.active_sessions:  # noqa: ASYNC110 - a count to watch, no event to wait on
+            await asyncio.sleep(0.01)
+
+
+async def _greet_works(server: AgiServer, name: bytes = b"Ana") -> None:
+    fake = await FakeAsterisk.connect(server.port, "greet")
+    assert await fake.command() == b"GET VARIABLE NAME\n"
+    await fake.reply(b"200 result=1 (" + name + b")\n")
+    assert await fake.command() == b'SET VARIABLE GREETING "hello ' + name + b'"\n'
+    await fake.reply(b"200 result=1\n")
+    assert await fake.eof() == b""
+    await fake.close()
+
+
+async def test_real_request(server: AgiServer) -> None:
+    await _greet_works(server)
+    await _idle(server)
+    assert server.counters[("greet", "ok")] == 1
+    assert server.done[0][:2] == ("greet", "ok")  # type: ignore[attr-defined]
+
+
+async def test_early_close_garbage_and_silence_leave_the_server_serving(
+    server: AgiServer,
+) -> None:
+    early = await FakeAsterisk.connect(server.port)
+    await early.close()
+    garbage = await FakeAsterisk.connect(server.port)
+    await garbage.reply(b"\x00\xff GET / HTTP/1.1\r\n\r\n")
+    assert await garbage.eof() == b""
+    silent = await FakeAsterisk.connect(server.port)
+    started = time.monotonic()
+    assert await silent.eof() == b""  # closed by header_timeout, not by us
+    assert 0.2 < time.monotonic() - started < 2.0
+    half = await FakeAsterisk.connect(server.port)
+    await half.reply(b"agi_network: yes\nagi_netw")
+    await half.close()
+    await _idle(server)
+    assert server.counters[("", "bad_request")] == 4
+    await _greet_works(server)
+    await _idle(server)
+    for fake in (garbage, silent):
+        await fake.close()
+
+
+async def test_unknown_script_gets_failure(server: AgiServer) -> None:
+    fake = await FakeAsterisk.connect(server.port, "nope")
+    assert await fake.eof() == b"FAILURE\n"
+    await fake.close()
+    await _idle(server)
+    assert server.counters[("", "unknown_script")] == 1
+
+
+async def test_handler_exception_closes_connection(server: AgiServer) -> None:
+    fake = await FakeAsterisk.connect(server.port, "boom")
+    assert await fake.command() == b"ANSWER\n"
+    await fake.reply(b"200 result=0\n")
+    assert await fake.eof() == b""
+    await fake.close()
+    await _idle(server)
+    assert server.counters[("boom", "error")] == 1
+
+
+async def test_hangup_notice_raises_agihangup(server: AgiServer) -> None:
+    fake = await FakeAsterisk.connect(server.port, "two")
+    assert await fake.command() == b"ANSWER\n"
+    # As recorded from Asterisk 22: the HANGUP line, then the reply still comes.
+    await fake.reply(b"HANGUP\n200 result=0\n")
+    assert await fake.eof() == b""
+    await fake.close()
+    await _idle(server)
+    assert server.counters[("two", "hangup")] == 1
+
+
+async def test_511_and_eof_are_hangups(server: AgiServer) -> None:
+    fake = await FakeAsterisk.connect(server.port, "two")
+    assert await fake.command() == b"ANSWER\n"
+    await fake.reply(b"511 Command Not Permitted on a dead channel or intercept routine\n")
+    assert await fake.eof() == b""
+    await fake.close()
+    fake = await FakeAsterisk.connect(server.port, "two")
+    assert await fake.command() == b"ANSWER\n"
+    await fake.close()
+    await _idle(server)
+    assert server.counters[("two", "hangup")] == 2
+
+
+async def test_usage_error_and_command_timeout(server: AgiServer) -> None:
+    fake = await FakeAsterisk.connect(server.port, "usage")
+    assert await fake.command() == b"GET DATA\n"
+    recorded = (TRANSCRIPTS / "session.bin").read_bytes()
+    usage = re.search(rb"520-.*?\n520 [^\n]*\n", recorded, re.DOTALL)
+    assert usage is not None
+    await fake.reply(usage.group(0))
+    assert await fake.command() == b"SET VARIABLE ERR 520\n"
+    await fake.reply(b"200 result=1\n")
+    assert await fake.eof() == b""
+    await fake.close()
+    fake = await FakeAsterisk.connect(server.port, "greet")
+    assert await fake.command() == b"GET VARIABLE NAME\n"
+    assert await fake.eof() == b""  # no reply: command_timeout (1 s) ends the session
+    await fake.close()
+    await _idle(server)
+    assert server.counters[("usage", "ok")] == 1
+    assert server.counters[("greet", "timeout")] == 1
+
+
+async def test_fifty_concurrent_sessions(server: AgiServer) -> None:
+    await asyncio.gather(*(_greet_works(server, f"c{i}".encode()) for i in range(50)))
+    await _idle(server)
+    assert server.counters[("greet", "ok")] == 50
+
+
+async def test_close_cancels_running_sessions() -> None:
+    srv = AgiServer(port=0, handlers=HANDLERS, command_timeout=30)
+    await srv.start()
+    fake = await FakeAsterisk.connect(srv.port, "greet")
+    assert await fake.command() == b"GET VARIABLE NAME\n"
+    await srv.close()
+    assert srv.active_sessions == 0
+    assert srv.counters[("", "cancelled")] + srv.counters[("greet", "cancelled")] == 1
+    assert await fake.eof() == b""
+    await fake.close()
+    with pytest.raises(OSError):
+        await FakeAsterisk.connect(srv.port)
+
+
+async def test_max_sessions() -> None:
+    srv = AgiServer(port=0, handlers=HANDLERS, max_sessions=1, header_timeout=5)
+    await srv.start()
+    try:
+        first = await FakeAsterisk.connect(srv.port)
+        await asyncio.sleep(0.05)
+        second = await FakeAsterisk.connect(srv.port, "greet")
+        assert await second.eof(reset_ok=True) == b""
+        assert srv.counters[("", "busy")] == 1
+        for fake in (first, second):
+            await fake.close()
+    finally:
+        await srv.close()
+
+
+# -- live Asterisk -------------------------------------------------------------------------
+
+_LIVE_DIALPLAN = """
+[general]
+static = yes
+writeprotect = yes
+
+[agi-live]
+exten => s,1,Answer()
+ same => n,Set(CALLERID(name)=José Müller)
+ same => n,AGI(agi://127.0.0.1:{port}/live,first arg)
+ same => n,Verbose(1,AGILIVE status=${{AGISTATUS}} route=${{FIRSTLINE_ROUTE}})
+ same => n,Hangup()
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.live
+async def test_live_asterisk_uses_the_variable_our_handler_sets(pbx, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    seen: list[tuple[str, tuple[str, ...]]] = []
+
+    async def live(session: AgiSession) -> None:
+        seen.append((session.request.env["agi_calleridname"], session.request.args))
+        await session.set_variable("FIRSTLINE_ROUTE", "queue-support")
+
+    srv = AgiServer(port=0, handlers={"live": live})
+    await srv.start()
+    try:
+        conf = tmp_path / "conf"
+        conf.mkdir()
+        for name in ("asterisk.conf", "logger.conf", "manager.conf", "modules.conf"):
+            (conf / name).write_bytes((TRANSCRIPTS / "asterisk-conf" / name).read_bytes())
+        (conf / "extensions.conf").write_text(_LIVE_DIALPLAN.format(port=srv.port))
+        await asyncio.to_thread(pbx.start, conf)
+        await asyncio.to_thread(pbx.cli, "channel originate Local/s@agi-live application Wait 3")
+        async with asyncio.timeout(10):
+            while "AGILIVE" not in pbx.log_since_start():  # noqa: ASYNC110 - polling a file
+                await asyncio.sleep(0.1)
+        assert "AGILIVE status=SUCCESS route=queue-support" in pbx.log_since_start()
+        assert seen == [("José Müller", ("first arg",))]
+        assert srv.counters[("live", "ok")] == 1
+    finally:
+        await srv.close()
+        await asyncio.to_thread(pbx.stop)

@@ -1,0 +1,63 @@
+"""The pure routing core: deterministic, aware of time zones, never a lacking agent."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from acd.config import Config, load_config
+from acd.routing import CallFacts, decide_route, queue_memberships
+from tests.live.harness import LIVE_CONFIG
+
+NOW = dt.datetime(2026, 11, 23, 10, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture(scope="module")
+def config() -> Config:
+    os.environ.setdefault("FIRSTLINE_TEST_SECRET", "s")
+    return load_config(LIVE_CONFIG)
+
+
+def _facts(**overrides: str) -> CallFacts:
+    fields = {"uniqueid": "1.1", "caller_number": "4930555", "dialed": "100", "language": "en"}
+    fields.update(overrides)
+    return CallFacts(**fields)
+
+
+def test_hotline_call_goes_to_the_default_queue(config: Config) -> None:
+    decision = decide_route(config, _facts(), NOW)
+    assert decision.queue == "first-level"
+    assert decision.max_penalty == 0
+    assert decision.max_wait == config.queue("first-level").max_wait
+    assert decision.reasons
+
+
+def test_naive_time_is_refused(config: Config) -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        decide_route(config, _facts(), dt.datetime(2026, 11, 23, 10, 0))
+
+
+@given(
+    caller=st.text(max_size=200),
+    dialed=st.text(max_size=30),
+    language=st.text(max_size=5),
+)
+def test_decision_is_deterministic_for_any_caller_facts(
+    caller: str, dialed: str, language: str
+) -> None:
+    os.environ.setdefault("FIRSTLINE_TEST_SECRET", "s")
+    config = load_config(LIVE_CONFIG)
+    facts = _facts(caller_number=caller, dialed=dialed, language=language)
+    assert decide_route(config, facts, NOW) == decide_route(config, facts, NOW)
+
+
+def test_memberships_only_where_every_required_skill_is_present(config: Config) -> None:
+    alice = config.agent("alice")  # general 4, printing 2
+    bob = config.agent("bob")  # printing 5 only
+    assert queue_memberships(config, alice) == {"first-level": 0}
+    # bob lacks 'general': never a member of first-level, whatever the escalation.
+    assert queue_memberships(config, bob) == {"second-printing": 0}
