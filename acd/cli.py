@@ -168,6 +168,7 @@ def _cmd_call(args: argparse.Namespace) -> int:
     if config is None:
         return 1
     number = args.number or config.hotline.numbers[0]
+    configure_logging("warning", stream=sys.stderr)  # the call's journey is the output here
     return asyncio.run(_place_call(config, number, args.caller_id, args.watch))
 
 

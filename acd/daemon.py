@@ -125,11 +125,9 @@ class Daemon:
 
     async def _ami_logged_in(self, _client: AmiClient) -> None:
         self._health.ami_logged_in()
-        self._log.info("ami.logged_in", reconnects=self._ami.reconnects)
 
     async def _ami_lost(self, _client: AmiClient) -> None:
         self._health.ami_lost()
-        self._log.warning("ami.lost")
 
     def _on_call_event(self, event: Event) -> None:
         self._log.info(
@@ -146,10 +144,12 @@ class Daemon:
 
     async def _route(self, session: AgiSession) -> None:
         env = session.request.env
+        args = session.request.args
         facts = CallFacts(
             uniqueid=env.get("agi_uniqueid", ""),
             caller_number=env.get("agi_callerid", ""),
-            dialed=env.get("agi_extension", ""),
+            # The hotline passes the number the caller dialled as the first argument.
+            dialed=args[0] if args else env.get("agi_extension", ""),
             language=env.get("agi_language", ""),
         )
         async with asyncio.timeout(self._config.daemon.route_timeout):

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import random
-import subprocess
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from acd.ami import (
     Event,
 )
 from acd.ami.client import _backoff_delay
+from tests.conftest import LivePbx
 
 REPO = Path(__file__).resolve().parents[1]
 Handler = Callable[[dict[str, str]], list[str] | None]
@@ -377,20 +376,14 @@ _CONF = REPO / "tests" / "transcripts" / "ami" / "asterisk-conf"
 
 
 @pytest.fixture
-def local_pbx() -> Iterator[None]:
-    """Asterisk with the transcript config, under the shared lock (until conftest's `pbx`)."""
-    pbx = str(REPO / "asterisk" / "pbx")
-    with Path("/tmp/firstline-pbx.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            subprocess.run([pbx, "start", str(_CONF)], check=True, capture_output=True)
-            yield
-        finally:
-            subprocess.run([pbx, "stop"], check=False, capture_output=True)
+def transcript_pbx(pbx: LivePbx) -> LivePbx:
+    """The shared live Asterisk (conftest, under the lock) on the transcript config."""
+    pbx.start(_CONF)
+    return pbx
 
 
 @pytest.mark.live
-@pytest.mark.usefixtures("local_pbx")
+@pytest.mark.usefixtures("transcript_pbx")
 async def test_live_login_queuestatus_command() -> None:
     client = AmiClient(
         username="firstline",

@@ -178,8 +178,12 @@ def test_bare_lf_stream_parses_like_crlf(name: str) -> None:
     assert _parse(data.replace(b"\r\n", b"\n")) == _parse(data)
 
 
-def _outcome(chunks: list[bytes], limit: int) -> tuple[list[ParserOutput], bool]:
+def _outcome(
+    chunks: list[bytes], limit: int, *, batch: bool = True
+) -> tuple[list[ParserOutput], bool]:
     parser = AmiParser(max_message_bytes=limit)
+    if not batch:  # white-box: force the one-by-one path the batch path must agree with
+        parser._single_until = 1 << 62
     out: list[ParserOutput] = []
     try:
         for chunk in [*chunks, b""]:
@@ -195,6 +199,9 @@ def _outcome(chunks: list[bytes], limit: int) -> tuple[list[ParserOutput], bool]
 
 _TOKENS = st.sampled_from(
     [
+        b"\r\n\r\n",
+        b" Event: Y",
+        b"V" * 40,
         b"Event: X",
         b"Response: Success",
         b"ActionID: 1",
@@ -226,7 +233,41 @@ def test_structured_noise_same_outcome_whole_or_chunked(
     tokens: list[bytes], cuts: list[int], limit: int
 ) -> None:
     data = b"Asterisk Call Manager/11.0.0\r\n" + b"".join(tokens)
-    assert _outcome(_split(data, cuts), limit) == _outcome([data], limit)
+    whole = _outcome([data], limit)
+    assert _outcome(_split(data, cuts), limit) == whole
+    assert _outcome([data], limit, batch=False) == whole
+    assert _outcome(_split(data, cuts), limit, batch=False) == whole
+
+
+_LINES = st.sampled_from(
+    ["K: v", "K: v", "K:v", "a: b: c", "K: 1.2.3.4:5060", "Empty: ", "Jos\u00e9: M\u00fcller",
+     "Output: --END COMMAND--", "x", " ", "V: " + "v" * 50]
+)  # fmt: skip
+_MESSAGES = st.lists(
+    st.tuples(
+        st.sampled_from(["Event: E", "Response: Success", "Response: Follows", " Event: S", "Q"]),
+        st.lists(_LINES, max_size=4),
+        st.sampled_from(["\r\n\r\n"] * 6 + ["\n\n", "\r\n\r\n\r\n", "\r\n\n"]),
+    ),
+    max_size=8,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    messages=_MESSAGES,
+    cuts=st.lists(st.integers(min_value=0), max_size=8),
+    limit=st.sampled_from([64, 80, 4096]),
+)
+def test_structured_messages_batch_and_single_paths_agree(
+    messages: list[tuple[str, list[str], str]], cuts: list[int], limit: int
+) -> None:
+    text = "".join("\r\n".join([first, *lines]) + end for first, lines, end in messages)
+    data = b"Asterisk Call Manager/11.0.0\r\n" + text.encode()
+    whole = _outcome([data], limit, batch=False)
+    assert _outcome([data], limit) == whole
+    assert _outcome(_split(data, cuts), limit) == whole
+    assert _outcome(_split(data, cuts), limit, batch=False) == whole
 
 
 def test_byte_by_byte_equals_whole() -> None:
@@ -377,11 +418,20 @@ def test_complete_message_over_limit_is_refused() -> None:
         parser.next_message()
 
 
-def test_message_at_limit_passes() -> None:
+@pytest.mark.parametrize("cut", [0, 1, 2, 3])
+def test_message_at_limit_passes_even_when_its_end_is_late(cut: int) -> None:
     body = b"Event: X\r\nK: " + b"v" * 100
-    parser = AmiParser(max_message_bytes=len(body) + 2, expect_banner=False)
-    parser.receive_data(body + b"\r\n\r\n")
+    data = body + b"\r\n\r\n"
+    parser = AmiParser(max_message_bytes=len(body), expect_banner=False)
+    parser.receive_data(data[: len(data) - cut])
+    if cut:
+        assert parser.next_message() is NEED_DATA
+        parser.receive_data(data[len(data) - cut :])
     assert isinstance(parser.next_message(), Event)
+    over = AmiParser(max_message_bytes=len(body) - 1, expect_banner=False)
+    over.receive_data(data)
+    with pytest.raises(AmiProtocolError):
+        over.next_message()
 
 
 @settings(max_examples=400, deadline=None)

@@ -315,6 +315,7 @@ class AmiParser:
         self._failed: AmiProtocolError | None = None
         self._ready: deque[Response | Event] = deque()
         self._ready_error: AmiProtocolError | None = None
+        self._single_until = 0  # bytes before this are parsed one by one (odd framing)
 
     def receive_data(self, data: bytes) -> None:
         """Add bytes read from the socket; b"" means the peer closed the connection."""
@@ -331,6 +332,7 @@ class AmiParser:
         if self._pos > 65536 and self._pos * 2 > len(buffer):
             del buffer[: self._pos]
             self._scan -= self._pos
+            self._single_until -= self._pos
             self._pos = 0
         buffer += data
 
@@ -385,20 +387,27 @@ class AmiParser:
         one-by-one path, which also reports errors at the right message."""
         buffer = self._buffer
         pos = self._pos
+        if pos < self._single_until:
+            return False
         last = buffer.rfind(b"\r\n\r\n", max(pos, self._scan - 1))
-        if last < 0 or buffer.find(b"\n\n", pos, last) >= 0:
+        if last < 0:
             return False
         region = buffer[pos : last + 4]
         ends = region.count(b"\r\n\r\n")
-        if region.count(b"\n") != region.count(b"\r\n") or region.count(b"\n\r\n") != ends:
-            return False  # bare "\n" line ends or runs of blank lines: one by one
-        # Every line holds a ':' iff, once all but ':' and LF are deleted, the only empty
-        # lines left are the blank lines that end messages (and the one after the last).
-        if bytes(region).translate(None, _ALL_BUT_COLON_LF).split(b"\n").count(b"") != ends + 1:
-            return False  # the one-by-one path names the bad line
-        texts = region.decode("utf-8", "replace").split("\r\n\r\n")
-        if len(region) > self._limit and max(map(len, region.split(b"\r\n\r\n"))) > self._limit:
+        if (
+            region.count(b"\n") != region.count(b"\r\n")  # bare "\n" line ends
+            or region.count(b"\n\r\n") != ends  # runs of blank lines
+            # Every line holds a ':' iff, once all but ':' and LF are deleted, the only
+            # empty lines left are those that end messages (and the one after the last).
+            or bytes(region).translate(None, _ALL_BUT_COLON_LF).split(b"\n").count(b"") != ends + 1
+            or (
+                len(region) > self._limit and max(map(len, region.split(b"\r\n\r\n"))) > self._limit
+            )
+        ):
+            # the one-by-one path takes this region, and names the bad line if there is one
+            self._single_until = self._pos + len(region)
             return False
+        texts = region.decode("utf-8", "replace").split("\r\n\r\n")
         ready = self._ready
         try:
             for text in texts:

@@ -233,12 +233,16 @@ async def test_agent_feature_codes_log_in_pause_and_log_out(
 def test_refused_ami_login_ends_the_daemon_with_a_clear_error(
     started_pbx: LivePbx, tmp_path: Path
 ) -> None:
-    process = DaemonProcess(tmp_path / "acd.log", env={"FIRSTLINE_TEST_SECRET": "not-the-secret-3f9a"})
+    process = DaemonProcess(
+        tmp_path / "acd.log", env={"FIRSTLINE_TEST_SECRET": "not-the-secret-3f9a"}
+    )
     process.start(wait_ready=False)
     try:
         assert process.wait_exit(timeout=20) == 2
     finally:
         process.stop()
     refused = process.wait_for(lambda line: line.get("event") == "daemon.ami_login_refused")
-    assert "not-the-secret-3f9a" not in (tmp_path / "acd.log").read_text()  # the secret is never logged
+    assert (
+        "not-the-secret-3f9a" not in (tmp_path / "acd.log").read_text()
+    )  # the secret is never logged
     assert refused["level"] == "error"
