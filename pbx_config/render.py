@@ -627,7 +627,9 @@ def _queue_context(config: Config, queue: Queue) -> str:
             "Set(FIRSTLINE_CALLBACK=)",
             _step(f"AGI({_agi(config, 'callback')},{queue.id})"),
             _step('GotoIf($["${FIRSTLINE_CALLBACK}" = "booked"]?booked)'),
-            _step(f"Queue({queue.id},,,,{queue.max_wait})"),
+            # Not booked: back into the queue at the place the caller left (QUEUEPOSITION
+            # is set by app_queue on leaving), never at the end of the line.
+            _step(f"Queue({queue.id},,,,{queue.max_wait},,,,${{QUEUEPOSITION}})"),
             _step("Goto(firstline-hotline,fallback,1)"),
             _label("booked", "Hangup()"),
         ],

@@ -107,7 +107,7 @@ def test_queue_contexts_and_agent_codes(config: Config) -> None:
     assert "AGI(agi://127.0.0.1:4573/callback,first-en)" in first_en
     # Only the daemon's own word counts as booked; anything else goes back into the queue.
     assert 'GotoIf($["${FIRSTLINE_CALLBACK}" = "booked"]?booked)' in first_en
-    assert "Queue(first-en,,,,600)" in first_en
+    assert "Queue(first-en,,,,600,,,,${QUEUEPOSITION})" in first_en  # keeps the caller's place
     agents = "\n".join(sections["firstline-agents"])
     assert "exten => _*23X,1,Answer()" in agents
     assert "AGI(agi://127.0.0.1:4573/agent,pause,${EXTEN:3})" in agents

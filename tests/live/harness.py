@@ -37,6 +37,11 @@ exten => _[a-z].,1,Wait(${IF($["${AGENT_RING}" = ""]?0:${AGENT_RING})})
 ; The caller's phone: stays on the line for CALLER_HOLD seconds (default 30).
 exten => hold,1,Wait(${IF($["${CALLER_HOLD}" = ""]?30:${CALLER_HOLD})})
  same => n,Hangup()
+; Presses the digit(s) in the extension after PRESS_AFTER seconds, then holds on.
+exten => _press.,1,Wait(${IF($["${PRESS_AFTER}" = ""]?2:${PRESS_AFTER})})
+ same => n,SendDTMF(${EXTEN:5})
+ same => n,Wait(30)
+ same => n,Hangup()
 """
 
 

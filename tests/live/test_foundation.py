@@ -66,15 +66,18 @@ async def _logout_everyone(ami: AmiClient) -> None:
             )
 
 
-async def _place_call(ami: AmiClient, caller_number: str) -> str:
-    """Originate a Local-channel caller into the hotline; returns the caller's unique id."""
+async def _place_call(ami: AmiClient, caller_number: str, phone: str = "hold") -> str:
+    """Originate a Local-channel caller into the hotline; returns the caller's unique id.
+
+    ``phone`` is the caller's behaviour, an extension of the harness's test-callers context.
+    """
     uid = f"test-{uuid.uuid4().hex[:12]}"
     result = await ami.action(
         "Originate",
         {
             "Channel": "Local/100@firstline-hotline",
             "Context": "test-callers",
-            "Exten": "hold",
+            "Exten": phone,
             "Priority": "1",
             "CallerID": f'"Test Caller" <{caller_number}>',
             # Asterisk names the Local channel's second half (the caller) "<ChannelId>;2".
@@ -246,3 +249,35 @@ def test_refused_ami_login_ends_the_daemon_with_a_clear_error(
         "not-the-secret-3f9a" not in (tmp_path / "acd.log").read_text()
     )  # the secret is never logged
     assert refused["level"] == "error"
+
+
+async def _waiting(ami: AmiClient, queue: str) -> list[str]:
+    status = await ami.action("QueueStatus", {"Queue": queue}, timeout=5)
+    entries = [e for e in status.events if e.name == "QueueEntry"]
+    return [e.get("Uniqueid") or "" for e in sorted(entries, key=lambda e: int(e.get("Position")))]
+
+
+async def test_escape_digit_without_a_booking_keeps_the_callers_place(
+    ami: AmiClient, daemon: DaemonProcess
+) -> None:
+    """Until a callback is booked, pressing the escape digit must not cost the caller
+    their place: they go back into the queue where they were, never to its end."""
+    await _logout_everyone(ami)  # nobody answers: the callers wait
+    first = await _place_call(ami, "4930555011")
+    await asyncio.sleep(0.5)
+    presser = await _place_call(ami, "4930555012", phone="press9")
+    await asyncio.sleep(0.5)
+    third = await _place_call(ami, "4930555013")
+    for _ in range(50):
+        if len(await _waiting(ami, "first-level")) == 3:
+            break
+        await asyncio.sleep(0.1)
+    assert await _waiting(ami, "first-level") == [first, presser, third]
+    left = await _collect(ami, presser, until="QueueCallerLeave", within=10)
+    assert left[-1].get("Position") == "2"
+    for _ in range(50):
+        if len(await _waiting(ami, "first-level")) == 3:
+            break
+        await asyncio.sleep(0.1)
+    assert await _waiting(ami, "first-level") == [first, presser, third]
+    await ami.action("Hangup", {"Channel": "/^Local/100@firstline-hotline-/"}, timeout=5)
