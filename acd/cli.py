@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
+import signal
 import sys
 import time
 import urllib.error
@@ -32,6 +34,7 @@ from pbx_config import RenderError, render, write_rendered
 
 __all__ = ["main"]
 
+_DEFAULT_PID_FILE = Path("/run/firstline/acd.pid")
 _JOURNEY_END = {"QueueCallerLeave", "QueueCallerAbandon", "Hangup"}
 
 
@@ -81,7 +84,29 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if config is None:
         return 1
     configure_logging(args.log_level or config.daemon.log_level)
-    return asyncio.run(Daemon(config).run())
+    daemon = Daemon(config, config_path=args.config, asterisk_conf_dir=args.asterisk_conf)
+    pid_file: Path = args.pid_file
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    pid_file.write_text(f"{os.getpid()}\n")
+    try:
+        return asyncio.run(daemon.run())
+    finally:
+        pid_file.unlink(missing_ok=True)
+
+
+def _cmd_reload(args: argparse.Namespace) -> int:
+    # Validate here too, so the admin sees the errors; the daemon validates again itself.
+    if _load(args.config, check_secrets=True) is None:
+        print("the running configuration stays", file=sys.stderr)
+        return 1
+    try:
+        pid = int(args.pid_file.read_text().strip())
+        os.kill(pid, signal.SIGHUP)
+    except (OSError, ValueError) as error:
+        print(f"no running daemon to reload ({args.pid_file}: {error})", file=sys.stderr)
+        return 2
+    print(f"reload requested (pid {pid}); the daemon logs config.reloaded when applied")
+    return 0
 
 
 def _cmd_wait_ready(args: argparse.Namespace) -> int:
@@ -192,7 +217,18 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the daemon")
     run.add_argument("config", type=Path)
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    run.add_argument("--pid-file", type=Path, default=_DEFAULT_PID_FILE)
+    run.add_argument(
+        "--asterisk-conf",
+        type=Path,
+        help="Asterisk's configuration folder: on reload, rendered files are written there",
+    )
     run.set_defaults(func=_cmd_run)
+
+    reload = sub.add_parser("reload", help="validate and apply a changed config (SIGHUP)")
+    reload.add_argument("config", type=Path)
+    reload.add_argument("--pid-file", type=Path, default=_DEFAULT_PID_FILE)
+    reload.set_defaults(func=_cmd_reload)
 
     ready = sub.add_parser("wait-ready", help="wait until the daemon is logged in to AMI")
     ready.add_argument("config", type=Path)

@@ -17,6 +17,7 @@ import contextlib
 import datetime as dt
 import signal
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -24,12 +25,24 @@ from prometheus_client import CollectorRegistry
 
 from acd.agi import AgiSession
 from acd.agi.server import AgiServer
-from acd.ami import AmiAuthenticationError, AmiClient, Event
-from acd.config import Config
+from acd.ami import AmiAuthenticationError, AmiClient, AmiError, Event
+from acd.config import Config, ConfigInvalid, SecretUnavailableError, load_config
+from acd.membership import Member, membership_changes
 from acd.routing import CallFacts, decide_route, queue_memberships
 from metrics import HealthMetrics, MetricsExporter
+from pbx_config import RenderError, render, write_rendered
 
 __all__ = ["Daemon"]
+
+# Modules whose files the renderer owns and that reload without dropping calls.
+_RELOADED_MODULES = ("app_queue", "pbx_config", "res_pjsip")
+
+
+def _links(config: Config) -> tuple[object, ...]:
+    """The settings a reload cannot change (the daemon's own sockets)."""
+    link = config.daemon
+    return (link.agi, link.ami.host, link.ami.port, link.ami.username, link.metrics)
+
 
 # The queue events that make up a call's journey; logged with the caller's unique id.
 CALL_EVENTS = (
@@ -50,8 +63,19 @@ EXIT_AMI_REFUSED = 2
 class Daemon:
     """Runs Firstline against one Asterisk until stopped."""
 
-    def __init__(self, config: Config, *, clock: Callable[[], dt.datetime] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        config_path: Path | None = None,
+        asterisk_conf_dir: Path | None = None,
+        clock: Callable[[], dt.datetime] | None = None,
+    ) -> None:
         self._config = config
+        self._config_path = config_path
+        self._asterisk_conf_dir = asterisk_conf_dir
+        self._reload_lock = asyncio.Lock()
+        self._background: set[asyncio.Task[Any]] = set()
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self._log = structlog.get_logger("acd.daemon")
         self._registry = CollectorRegistry()
@@ -87,6 +111,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self._reload_in_background)
         await self._agi.start()
         await self._exporter.start()
         self._log.info(
@@ -116,10 +141,111 @@ class Daemon:
             await self._ami.close()
             await self._agi.close()
             await self._exporter.close()
-            for signum in (signal.SIGTERM, signal.SIGINT):
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
+            for task in self._background:
+                task.cancel()
             self._log.info("daemon.stopped", exit_code=exit_code)
         return exit_code
+
+    # --- Reload ------------------------------------------------------------------------
+
+    def _reload_in_background(self) -> None:
+        task = asyncio.create_task(self.reload(), name="reload")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def reload(self) -> bool:
+        """Re-read the config file and apply it live; an invalid file changes nothing.
+
+        Order matters: the new config is validated first, then the rendered Asterisk files
+        are replaced and only the modules that read them are reloaded (app_queue keeps its
+        waiting callers and dynamic members across a reload), then logged-in agents'
+        memberships are adjusted through AMI. Nobody is logged out and no call is touched.
+        """
+        if self._config_path is None:
+            self._log.warning("config.reload_unavailable", reason="no config file path")
+            return False
+        async with self._reload_lock:
+            try:
+                new = load_config(self._config_path, check_secrets=True)
+            except ConfigInvalid as invalid:
+                for issue in invalid.issues:
+                    self._log.error("config.invalid", issue=str(issue))
+                self._log.error("config.reload_rejected", errors=len(invalid.issues))
+                return False
+            try:
+                files = render(new)
+            except (RenderError, SecretUnavailableError) as error:
+                self._log.error("config.reload_rejected", error=str(error))
+                return False
+            if _links(new) != _links(self._config):
+                self._log.warning("config.links_changed_need_restart")
+            try:
+                if self._asterisk_conf_dir is not None:
+                    write_rendered(files, self._asterisk_conf_dir)
+                    for module in _RELOADED_MODULES:
+                        result = await self._ami.action("Reload", {"Module": module})
+                        if not result.ok:
+                            self._log.error(
+                                "config.module_reload_failed",
+                                module=module,
+                                error=result.response.message,
+                            )
+                applied = await self._apply_memberships(new)
+            except AmiError as error:
+                # The new config is still taken: the next login or reload re-applies it.
+                self._log.error("config.reload_incomplete", error=str(error))
+                applied = -1
+            self._config = new
+            self._log.info("config.reloaded", membership_changes=applied)
+            return True
+
+    async def _apply_memberships(self, config: Config) -> int:
+        status = await self._ami.action("QueueStatus")
+        members = [
+            Member(
+                queue=event.get("Queue") or "",
+                interface=event.get("StateInterface") or event.get("Location") or "",
+                penalty=int(event.get("Penalty") or 0),
+                paused=event.get("Paused") == "1",
+                paused_reason=event.get("PausedReason") or "",
+            )
+            for event in status.events
+            if event.name == "QueueMember"
+        ]
+        changes = membership_changes(config, members)
+        for change in changes:
+            if change.kind == "penalty":
+                fields = {
+                    "Queue": change.queue,
+                    "Interface": change.interface,
+                    "Penalty": str(change.penalty),
+                }
+                result = await self._ami.action("QueuePenalty", fields)
+            elif change.kind == "add":
+                fields = {
+                    "Queue": change.queue,
+                    "Interface": change.interface,
+                    "Penalty": str(change.penalty),
+                    "MemberName": change.member_name,
+                    "Paused": "true" if change.paused else "false",
+                }
+                if change.paused_reason:
+                    fields["Reason"] = change.paused_reason
+                result = await self._ami.action("QueueAdd", fields)
+            else:
+                fields = {"Queue": change.queue, "Interface": change.interface}
+                result = await self._ami.action("QueueRemove", fields)
+            self._log.info(
+                "agent.membership_changed",
+                agent=change.agent_id,
+                change=change.kind,
+                queue=change.queue,
+                penalty=change.penalty,
+                ok=result.ok,
+            )
+        return len(changes)
 
     # --- AMI ---------------------------------------------------------------------------
 

@@ -24,6 +24,8 @@ REPO = Path(__file__).resolve().parents[2]
 LIVE_CONFIG = Path(__file__).resolve().parent / "desk-live.yaml"
 TEST_SECRET = "firstline-test-secret"  # the live tests' own throwaway Asterisk
 
+_ACD = (sys.executable, "-m", "acd.cli")
+
 HARNESS_DIALPLAN = """
 ; Written by tests/live/harness.py: phones for the live tests.
 [test-agents]
@@ -62,17 +64,30 @@ class DaemonProcess:
     """``acd run CONFIG`` as a subprocess with its JSON log captured to a file."""
 
     def __init__(
-        self, log_path: Path, config_path: Path = LIVE_CONFIG, env: dict[str, str] | None = None
+        self,
+        log_path: Path,
+        config_path: Path = LIVE_CONFIG,
+        env: dict[str, str] | None = None,
+        asterisk_conf: Path | None = None,
     ) -> None:
         self.log_path = log_path
         self.config_path = config_path
+        self.pid_file = log_path.with_suffix(".pid")
+        self._asterisk_conf = asterisk_conf
         self._env = {**live_env(), **(env or {})}
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self, *, wait_ready: bool = True) -> None:
         log = self.log_path.open("ab")
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "acd.cli", "run", str(self.config_path)],
+            [
+                *_ACD,
+                "run",
+                str(self.config_path),
+                "--pid-file",
+                str(self.pid_file),
+                *(["--asterisk-conf", str(self._asterisk_conf)] if self._asterisk_conf else []),
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=self._env,
@@ -99,6 +114,18 @@ class DaemonProcess:
         code = self._proc.returncode
         self._proc = None
         return code
+
+    def reload(self) -> subprocess.CompletedProcess[str]:
+        """``acd reload`` as an admin runs it."""
+        return subprocess.run(
+            [*_ACD, "reload", str(self.config_path), "--pid-file", str(self.pid_file)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env=self._env,
+            cwd=REPO,
+        )
 
     @property
     def running(self) -> bool:
