@@ -29,6 +29,7 @@ from acd.ami import AmiAuthenticationError, AmiClient, AmiError, Event
 from acd.config import Config, ConfigInvalid, SecretUnavailableError, load_config
 from acd.membership import Member, membership_changes
 from acd.routing import CallFacts, decide_route, queue_memberships
+from acd.state import AgentChanged, Anomaly, CallFinished, Change, LiveState
 from metrics import HealthMetrics, MetricsExporter
 from pbx_config import RenderError, render, write_rendered
 
@@ -36,6 +37,16 @@ __all__ = ["Daemon"]
 
 # Modules whose files the renderer owns and that reload without dropping calls.
 _RELOADED_MODULES = ("app_queue", "pbx_config", "res_pjsip")
+
+
+def _live_state(config: Config, now: float) -> LiveState:
+    return LiveState(
+        agent_interfaces={agent.dial_interface: agent.id for agent in config.agents},
+        wrapup_seconds={queue.id: queue.wrapup for queue in config.queues},
+        short_abandon_seconds={queue.id: queue.short_abandon for queue in config.queues},
+        max_wait_seconds={queue.id: queue.max_wait for queue in config.queues},
+        now=now,
+    )
 
 
 def _links(config: Config) -> tuple[object, ...]:
@@ -91,8 +102,8 @@ class Daemon:
             on_disconnected=self._ami_lost,
             reconnect=True,
         )
-        for name in CALL_EVENTS:
-            self._ami.subscribe(name, self._on_call_event)
+        self._state = _live_state(config, self._now())
+        self._ami.subscribe(None, self._on_ami_event)
         self._agi = AgiServer(
             host=link.agi.host,
             port=link.agi.port,
@@ -102,6 +113,9 @@ class Daemon:
         self._exporter = MetricsExporter(
             self._registry, host=link.metrics.host, port=link.metrics.port
         )
+
+    def _now(self) -> float:
+        return self._clock().timestamp()
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -122,6 +136,8 @@ class Daemon:
         )
         ami_task = asyncio.create_task(self._ami.run(), name="ami")
         stop_task = asyncio.create_task(self._stop.wait(), name="stop")
+        ticker = asyncio.create_task(self._tick_forever(), name="state-timers")
+        self._background.add(ticker)
         exit_code = EXIT_OK
         try:
             await asyncio.wait({ami_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
@@ -198,6 +214,8 @@ class Daemon:
                 self._log.error("config.reload_incomplete", error=str(error))
                 applied = -1
             self._config = new
+            self._state = _live_state(new, self._now())
+            await self._resync()
             self._log.info("config.reloaded", membership_changes=applied)
             return True
 
@@ -251,11 +269,67 @@ class Daemon:
 
     async def _ami_logged_in(self, _client: AmiClient) -> None:
         self._health.ami_logged_in()
+        await self._resync()
+
+    async def _resync(self) -> None:
+        """Rebuild the live state from what Asterisk reports (after every login)."""
+        try:
+            status = await self._ami.action("QueueStatus")
+            channels = await self._ami.action("CoreShowChannels")
+        except AmiError as error:
+            self._log.error("state.resync_failed", error=str(error))
+            return
+        self._publish(self._state.resync(status.events, channels.events, self._now()))
+        snapshot = self._state.snapshot()
+        self._log.info(
+            "state.resynced",
+            agents={state.value: n for state, n in snapshot.agent_counts.items() if n},
+            waiting={q: len(view.waiting) for q, view in snapshot.queues.items() if view.waiting},
+        )
+
+    async def _tick_forever(self) -> None:
+        # Wrap-up ends are the state's only timers; half a second is precise enough.
+        while True:
+            await asyncio.sleep(0.5)
+            self._publish(self._state.tick(self._now()))
+
+    def _publish(self, changes: list[Change]) -> None:
+        """Log what the live state says changed (metrics and MQTT will observe here too)."""
+        for change in changes:
+            if isinstance(change, CallFinished):
+                record = change.record
+                self._log.info(
+                    "call.finished",
+                    uniqueid=record.uniqueid,
+                    queue=record.queue,
+                    outcome=record.outcome.value,
+                    wait=None if record.wait is None else round(record.wait, 3),
+                    talk=None if record.talk is None else round(record.talk, 3),
+                    agent=record.agent_id,
+                )
+            elif isinstance(change, AgentChanged):
+                self._log.info(
+                    "agent.state",
+                    agent=change.agent_id,
+                    before=change.before.value,
+                    after=change.after.value,
+                    reason=change.pause_reason,
+                )
+            elif isinstance(change, Anomaly):
+                self._log.warning(
+                    "state.anomaly", kind=change.kind, detail=change.detail, ami_event=change.event
+                )
 
     async def _ami_lost(self, _client: AmiClient) -> None:
         self._health.ami_lost()
 
-    def _on_call_event(self, event: Event) -> None:
+    def _on_ami_event(self, event: Event) -> None:
+        changes = self._state.apply(event, self._now())
+        if event.name in CALL_EVENTS:
+            self._log_call_event(event)
+        self._publish(changes)
+
+    def _log_call_event(self, event: Event) -> None:
         self._log.info(
             "call.event",
             ami_event=event.name,
@@ -285,6 +359,15 @@ class Daemon:
             await session.set_variable("FIRSTLINE_MAX_WAIT", str(decision.max_wait))
             # Set last: the dialplan takes the decision only when this is present.
             await session.set_variable("FIRSTLINE_QUEUE", decision.queue)
+        self._publish(
+            self._state.note_route(
+                facts.uniqueid,
+                self._now(),
+                caller_number=facts.caller_number,
+                priority=decision.priority,
+                queue=decision.queue,
+            )
+        )
         session.log.info(
             "call.routed",
             queue=decision.queue,

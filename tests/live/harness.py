@@ -75,9 +75,12 @@ class DaemonProcess:
         self.pid_file = log_path.with_suffix(".pid")
         self._asterisk_conf = asterisk_conf
         self._env = {**live_env(), **(env or {})}
+        self._skip = 0
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self, *, wait_ready: bool = True) -> None:
+        """Start the daemon; `lines` and `wait_for` then see this run's log only."""
+        self._skip = sum(1 for _ in self._all_lines())
         log = self.log_path.open("ab")
         self._proc = subprocess.Popen(
             [
@@ -132,6 +135,12 @@ class DaemonProcess:
         return self._proc is not None and self._proc.poll() is None
 
     def lines(self) -> Iterator[dict[str, Any]]:
+        """The JSON lines the current (or last) run of the daemon logged."""
+        for index, line in enumerate(self._all_lines()):
+            if index >= self._skip:
+                yield line
+
+    def _all_lines(self) -> Iterator[dict[str, Any]]:
         if not self.log_path.exists():
             return
         for raw in self.log_path.read_text(encoding="utf-8", errors="replace").splitlines():

@@ -138,6 +138,12 @@ async def test_call_reaches_agent_through_daemon_route(
         if line.get("event") == "call.event" and line.get("uniqueid") == uid
     ]
     assert [n for n in journey if n in CALL_JOURNEY] == list(CALL_JOURNEY)
+    finished = daemon.wait_for(
+        lambda line: line.get("event") == "call.finished" and line.get("uniqueid") == uid
+    )
+    assert finished["outcome"] == "answered"
+    assert finished["agent"] == "alice"
+    assert finished["talk"] >= 1.5  # the harness agent talks for 2 s
 
 
 async def test_call_reaches_default_queue_with_daemon_stopped(
@@ -222,6 +228,12 @@ async def test_agent_feature_codes_log_in_pause_and_log_out(
     await _dial_feature_code(ami, "*231", "201")
     members = await _wait_members(ami, "first-level", lambda m: m[alice].get("Paused") == "1")
     assert members[alice].get("PausedReason") == "break"
+
+    # The daemon restarts: the agent's state comes back from Asterisk, not from memory.
+    daemon.stop()
+    daemon.start()
+    resynced = daemon.wait_for(lambda line: line.get("event") == "state.resynced")
+    assert resynced["agents"].get("paused") == 1
 
     await _dial_feature_code(ami, "*24", "201")
     await _wait_members(ami, "first-level", lambda m: m[alice].get("Paused") == "0")
