@@ -8,15 +8,18 @@ extensions.conf) stand in for phones: ``test-agents`` answers like an agent's so
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from acd.ami import AmiClient, Event
 from acd.config import load_config
 from pbx_config import render, write_rendered
 
@@ -164,3 +167,102 @@ class DaemonProcess:
             time.sleep(0.1)
         tail = self.log_path.read_text(errors="replace")[-3000:] if self.log_path.exists() else ""
         raise AssertionError(f"daemon log has no matching line within {timeout} s:\n{tail}")
+
+
+async def login_agent(ami: AmiClient, queue: str, interface: str, penalty: int = 0) -> None:
+    result = await ami.action(
+        "QueueAdd", {"Queue": queue, "Interface": interface, "Penalty": str(penalty)}, timeout=5
+    )
+    assert result.ok or "Already there" in result.response.message, result.response
+
+
+async def logout_everyone(ami: AmiClient) -> None:
+    status = await ami.action("QueueStatus", timeout=5)
+    for event in status.events:
+        if event.name == "QueueMember":
+            await ami.action(
+                "QueueRemove",
+                {"Queue": event.get("Queue"), "Interface": event.get("StateInterface")},
+                timeout=5,
+            )
+
+
+async def place_call(ami: AmiClient, caller_number: str, phone: str = "hold") -> str:
+    """Originate a Local-channel caller into the hotline; returns the caller's unique id.
+
+    ``phone`` is the caller's behaviour, an extension of the harness's test-callers context.
+    """
+    uid = f"test-{uuid.uuid4().hex[:12]}"
+    result = await ami.action(
+        "Originate",
+        {
+            "Channel": "Local/100@firstline-hotline",
+            "Context": "test-callers",
+            "Exten": phone,
+            "Priority": "1",
+            "CallerID": f'"Test Caller" <{caller_number}>',
+            # Asterisk names the Local channel's second half (the caller) "<ChannelId>;2".
+            "ChannelId": uid,
+            "Async": "true",
+        },
+        timeout=5,
+    )
+    assert result.ok, result.response
+    return f"{uid};2"
+
+
+async def collect(ami: AmiClient, uid: str, until: str, within: float) -> list[Event]:
+    seen: list[Event] = []
+    done = asyncio.Event()
+
+    def watch(event: Event) -> None:
+        if event.get("Uniqueid") == uid:
+            seen.append(event)
+            if event.name == until:
+                done.set()
+
+    unsubscribe = ami.subscribe(None, watch)
+    try:
+        async with asyncio.timeout(within):
+            await done.wait()
+    finally:
+        unsubscribe()
+    return seen
+
+
+async def dial_feature_code(ami: AmiClient, code: str, extension: str) -> None:
+    result = await ami.action(
+        "Originate",
+        {
+            "Channel": f"Local/{code}@firstline-agents",
+            "Application": "Wait",
+            "Data": "2",
+            "CallerID": f"<{extension}>",
+            "Async": "true",
+        },
+        timeout=5,
+    )
+    assert result.ok, result.response
+
+
+async def queue_members(ami: AmiClient, queue: str) -> dict[str, Event]:
+    status = await ami.action("QueueStatus", {"Queue": queue}, timeout=5)
+    return {e.get("StateInterface") or "": e for e in status.events if e.name == "QueueMember"}
+
+
+async def wait_members(
+    ami: AmiClient, queue: str, predicate: Callable[[dict[str, Event]], bool]
+) -> dict[str, Event]:
+    current: dict[str, Event] = {}
+    for _ in range(50):
+        current = await queue_members(ami, queue)
+        if predicate(current):
+            return current
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{queue} members never matched: {list(current)}")
+
+
+async def waiting_callers(ami: AmiClient, queue: str) -> list[str]:
+    status = await ami.action("QueueStatus", {"Queue": queue}, timeout=5)
+    entries = [e for e in status.events if e.name == "QueueEntry"]
+    return [e.get("Uniqueid") or "" for e in sorted(entries, key=lambda e: int(e.get("Position")))]

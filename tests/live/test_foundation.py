@@ -6,116 +6,36 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from acd.ami import AmiClient, Event
+from acd.ami import AmiClient
 from tests.conftest import LivePbx
-from tests.live.harness import TEST_SECRET, DaemonProcess, render_live
+from tests.live.harness import (
+    DaemonProcess,
+    collect,
+    dial_feature_code,
+    login_agent,
+    logout_everyone,
+    place_call,
+    queue_members,
+    wait_members,
+    waiting_callers,
+)
 
 pytestmark = pytest.mark.live
 
 CALL_JOURNEY = ("QueueCallerJoin", "AgentConnect", "AgentComplete")
 
 
-@pytest.fixture(scope="module")
-def started_pbx(pbx: LivePbx, tmp_path_factory: pytest.TempPathFactory) -> LivePbx:
-    conf = render_live(tmp_path_factory.mktemp("asterisk-conf"))
-    pbx.start(conf, fresh_state=True)
-    return pbx
-
-
-@pytest.fixture
-async def ami(started_pbx: LivePbx) -> AsyncIterator[AmiClient]:
-    client = AmiClient(
-        host="127.0.0.1", port=5038, username="firstline", secret=TEST_SECRET, reconnect=False
-    )
-    runner = asyncio.create_task(client.run())
-    await client.wait_logged_in(timeout=10)
-    yield client
-    runner.cancel()
-    await client.close()
-
-
-@pytest.fixture
-def daemon(started_pbx: LivePbx, tmp_path: Path) -> Iterator[DaemonProcess]:
-    process = DaemonProcess(tmp_path / "acd.log")
-    process.start()
-    yield process
-    process.stop()
-
-
-async def _login_agent(ami: AmiClient, queue: str, interface: str, penalty: int = 0) -> None:
-    result = await ami.action(
-        "QueueAdd", {"Queue": queue, "Interface": interface, "Penalty": str(penalty)}, timeout=5
-    )
-    assert result.ok or "Already there" in result.response.message, result.response
-
-
-async def _logout_everyone(ami: AmiClient) -> None:
-    status = await ami.action("QueueStatus", timeout=5)
-    for event in status.events:
-        if event.name == "QueueMember":
-            await ami.action(
-                "QueueRemove",
-                {"Queue": event.get("Queue"), "Interface": event.get("StateInterface")},
-                timeout=5,
-            )
-
-
-async def _place_call(ami: AmiClient, caller_number: str, phone: str = "hold") -> str:
-    """Originate a Local-channel caller into the hotline; returns the caller's unique id.
-
-    ``phone`` is the caller's behaviour, an extension of the harness's test-callers context.
-    """
-    uid = f"test-{uuid.uuid4().hex[:12]}"
-    result = await ami.action(
-        "Originate",
-        {
-            "Channel": "Local/100@firstline-hotline",
-            "Context": "test-callers",
-            "Exten": phone,
-            "Priority": "1",
-            "CallerID": f'"Test Caller" <{caller_number}>',
-            # Asterisk names the Local channel's second half (the caller) "<ChannelId>;2".
-            "ChannelId": uid,
-            "Async": "true",
-        },
-        timeout=5,
-    )
-    assert result.ok, result.response
-    return f"{uid};2"
-
-
-async def _collect(ami: AmiClient, uid: str, until: str, within: float) -> list[Event]:
-    seen: list[Event] = []
-    done = asyncio.Event()
-
-    def watch(event: Event) -> None:
-        if event.get("Uniqueid") == uid:
-            seen.append(event)
-            if event.name == until:
-                done.set()
-
-    unsubscribe = ami.subscribe(None, watch)
-    try:
-        async with asyncio.timeout(within):
-            await done.wait()
-    finally:
-        unsubscribe()
-    return seen
-
-
 async def test_call_reaches_agent_through_daemon_route(
     ami: AmiClient, daemon: DaemonProcess
 ) -> None:
-    await _logout_everyone(ami)
-    await _login_agent(ami, "first-level", "Local/alice@test-agents")
-    uid = await _place_call(ami, "4930555001")
-    events = await _collect(ami, uid, until="AgentComplete", within=30)
+    await logout_everyone(ami)
+    await login_agent(ami, "first-level", "Local/alice@test-agents")
+    uid = await place_call(ami, "4930555001")
+    events = await collect(ami, uid, until="AgentComplete", within=30)
     assert [e.name for e in events if e.name in CALL_JOURNEY] == list(CALL_JOURNEY)
     assert {e.get("Queue") for e in events if e.name in CALL_JOURNEY} == {"first-level"}
 
@@ -149,12 +69,12 @@ async def test_call_reaches_agent_through_daemon_route(
 async def test_call_reaches_default_queue_with_daemon_stopped(
     ami: AmiClient, started_pbx: LivePbx
 ) -> None:
-    await _logout_everyone(ami)
-    await _login_agent(ami, "first-level", "Local/alice@test-agents")
+    await logout_everyone(ami)
+    await login_agent(ami, "first-level", "Local/alice@test-agents")
     with socket.socket() as probe:  # nothing may be serving FastAGI for this test
         assert probe.connect_ex(("127.0.0.1", 4573)) != 0
-    uid = await _place_call(ami, "4930555002")
-    events = await _collect(ami, uid, until="AgentComplete", within=30)
+    uid = await place_call(ami, "4930555002")
+    events = await collect(ami, uid, until="AgentComplete", within=30)
     assert [e.name for e in events if e.name in CALL_JOURNEY] == list(CALL_JOURNEY)
     assert {e.get("Queue") for e in events if e.name in CALL_JOURNEY} == {"first-level"}
 
@@ -162,8 +82,8 @@ async def test_call_reaches_default_queue_with_daemon_stopped(
 async def test_hostile_fastagi_clients_leave_daemon_serving(
     ami: AmiClient, daemon: DaemonProcess
 ) -> None:
-    await _logout_everyone(ami)
-    await _login_agent(ami, "first-level", "Local/alice@test-agents")
+    await logout_everyone(ami)
+    await login_agent(ami, "first-level", "Local/alice@test-agents")
     # One client connects and closes at once, one sends garbage, one a header and vanishes.
     for payload in (b"", b"\x00\xff garbage\r\n\r\n" * 50, b"agi_network_script: route\n"):
         _reader, writer = await asyncio.open_connection("127.0.0.1", 4573)
@@ -172,8 +92,8 @@ async def test_hostile_fastagi_clients_leave_daemon_serving(
             await writer.drain()
         writer.close()
         await writer.wait_closed()
-    uid = await _place_call(ami, "4930555003")
-    events = await _collect(ami, uid, until="AgentComplete", within=30)
+    uid = await place_call(ami, "4930555003")
+    events = await collect(ami, uid, until="AgentComplete", within=30)
     assert [e.name for e in events if e.name in CALL_JOURNEY] == list(CALL_JOURNEY)
     routed = daemon.wait_for(
         lambda line: line.get("event") == "call.routed" and line.get("uniqueid") == uid
@@ -182,51 +102,19 @@ async def test_hostile_fastagi_clients_leave_daemon_serving(
     assert daemon.running
 
 
-async def _dial_feature_code(ami: AmiClient, code: str, extension: str) -> None:
-    result = await ami.action(
-        "Originate",
-        {
-            "Channel": f"Local/{code}@firstline-agents",
-            "Application": "Wait",
-            "Data": "2",
-            "CallerID": f"<{extension}>",
-            "Async": "true",
-        },
-        timeout=5,
-    )
-    assert result.ok, result.response
-
-
-async def _members(ami: AmiClient, queue: str) -> dict[str, Event]:
-    status = await ami.action("QueueStatus", {"Queue": queue}, timeout=5)
-    return {e.get("StateInterface") or "": e for e in status.events if e.name == "QueueMember"}
-
-
-async def _wait_members(
-    ami: AmiClient, queue: str, predicate: Callable[[dict[str, Event]], bool]
-) -> dict[str, Event]:
-    members: dict[str, Event] = {}
-    for _ in range(50):
-        members = await _members(ami, queue)
-        if predicate(members):
-            return members
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"{queue} members never matched: {list(members)}")
-
-
 async def test_agent_feature_codes_log_in_pause_and_log_out(
     ami: AmiClient, daemon: DaemonProcess, started_pbx: LivePbx
 ) -> None:
-    await _logout_everyone(ami)
+    await logout_everyone(ami)
     alice = "Local/alice@test-agents"
-    await _dial_feature_code(ami, "*21", "201")
-    members = await _wait_members(ami, "first-level", lambda m: alice in m)
+    await dial_feature_code(ami, "*21", "201")
+    members = await wait_members(ami, "first-level", lambda m: alice in m)
     assert members[alice].get("Paused") == "0"
-    assert alice not in await _members(ami, "second-printing")  # printing 2 < 4: not qualified
+    assert alice not in await queue_members(ami, "second-printing")  # printing 2 < 4: not qualified
     assert "Alice Martin" in started_pbx.cli("queue show first-level")
 
-    await _dial_feature_code(ami, "*231", "201")
-    members = await _wait_members(ami, "first-level", lambda m: m[alice].get("Paused") == "1")
+    await dial_feature_code(ami, "*231", "201")
+    members = await wait_members(ami, "first-level", lambda m: m[alice].get("Paused") == "1")
     assert members[alice].get("PausedReason") == "break"
 
     # The daemon restarts: the agent's state comes back from Asterisk, not from memory.
@@ -235,11 +123,11 @@ async def test_agent_feature_codes_log_in_pause_and_log_out(
     resynced = daemon.wait_for(lambda line: line.get("event") == "state.resynced")
     assert resynced["agents"].get("paused") == 1
 
-    await _dial_feature_code(ami, "*24", "201")
-    await _wait_members(ami, "first-level", lambda m: m[alice].get("Paused") == "0")
+    await dial_feature_code(ami, "*24", "201")
+    await wait_members(ami, "first-level", lambda m: m[alice].get("Paused") == "0")
 
-    await _dial_feature_code(ami, "*22", "201")
-    await _wait_members(ami, "first-level", lambda m: alice not in m)
+    await dial_feature_code(ami, "*22", "201")
+    await wait_members(ami, "first-level", lambda m: alice not in m)
     daemon.wait_for(
         lambda line: line.get("event") == "agent.feature" and line.get("result") == "logged-out"
     )
@@ -263,33 +151,27 @@ def test_refused_ami_login_ends_the_daemon_with_a_clear_error(
     assert refused["level"] == "error"
 
 
-async def _waiting(ami: AmiClient, queue: str) -> list[str]:
-    status = await ami.action("QueueStatus", {"Queue": queue}, timeout=5)
-    entries = [e for e in status.events if e.name == "QueueEntry"]
-    return [e.get("Uniqueid") or "" for e in sorted(entries, key=lambda e: int(e.get("Position")))]
-
-
 async def test_escape_digit_without_a_booking_keeps_the_callers_place(
     ami: AmiClient, daemon: DaemonProcess
 ) -> None:
     """Until a callback is booked, pressing the escape digit must not cost the caller
     their place: they go back into the queue where they were, never to its end."""
-    await _logout_everyone(ami)  # nobody answers: the callers wait
-    first = await _place_call(ami, "4930555011")
+    await logout_everyone(ami)  # nobody answers: the callers wait
+    first = await place_call(ami, "4930555011")
     await asyncio.sleep(0.5)
-    presser = await _place_call(ami, "4930555012", phone="press9")
+    presser = await place_call(ami, "4930555012", phone="press9")
     await asyncio.sleep(0.5)
-    third = await _place_call(ami, "4930555013")
+    third = await place_call(ami, "4930555013")
     for _ in range(50):
-        if len(await _waiting(ami, "first-level")) == 3:
+        if len(await waiting_callers(ami, "first-level")) == 3:
             break
         await asyncio.sleep(0.1)
-    assert await _waiting(ami, "first-level") == [first, presser, third]
-    left = await _collect(ami, presser, until="QueueCallerLeave", within=10)
+    assert await waiting_callers(ami, "first-level") == [first, presser, third]
+    left = await collect(ami, presser, until="QueueCallerLeave", within=10)
     assert left[-1].get("Position") == "2"
     for _ in range(50):
-        if len(await _waiting(ami, "first-level")) == 3:
+        if len(await waiting_callers(ami, "first-level")) == 3:
             break
         await asyncio.sleep(0.1)
-    assert await _waiting(ami, "first-level") == [first, presser, third]
+    assert await waiting_callers(ami, "first-level") == [first, presser, third]
     await ami.action("Hangup", {"Channel": "/^Local/100@firstline-hotline-/"}, timeout=5)

@@ -15,14 +15,17 @@ import pytest
 
 from acd.ami import AmiClient
 from tests.conftest import LivePbx
-from tests.live.harness import LIVE_CONFIG, TEST_SECRET, DaemonProcess, render_live
-from tests.live.test_foundation import (
-    _dial_feature_code,
-    _logout_everyone,
-    _members,
-    _place_call,
-    _wait_members,
-    _waiting,
+from tests.live.harness import (
+    LIVE_CONFIG,
+    TEST_SECRET,
+    DaemonProcess,
+    dial_feature_code,
+    logout_everyone,
+    place_call,
+    queue_members,
+    render_live,
+    wait_members,
+    waiting_callers,
 )
 
 pytestmark = pytest.mark.live
@@ -48,7 +51,7 @@ async def ami(pbx: LivePbx, tmp_path: Path) -> AsyncIterator[AmiClient]:
 async def _wait_for_callers(ami: AmiClient, count: int) -> list[str]:
     waiting: list[str] = []
     for _ in range(100):
-        waiting = await _waiting(ami, "first-level")
+        waiting = await waiting_callers(ami, "first-level")
         if len(waiting) == count:
             return waiting
         await asyncio.sleep(0.1)
@@ -65,16 +68,16 @@ async def test_reload_changes_skill_level_while_five_callers_wait(
     )
     daemon.start()
     try:
-        await _logout_everyone(ami)
-        await _dial_feature_code(ami, "*21", "201")  # alice logs in ...
-        await _wait_members(ami, "first-level", lambda m: ALICE in m)
-        await _dial_feature_code(ami, "*231", "201")  # ... and takes a break: callers wait
-        await _wait_members(ami, "first-level", lambda m: m[ALICE].get("Paused") == "1")
+        await logout_everyone(ami)
+        await dial_feature_code(ami, "*21", "201")  # alice logs in ...
+        await wait_members(ami, "first-level", lambda m: ALICE in m)
+        await dial_feature_code(ami, "*231", "201")  # ... and takes a break: callers wait
+        await wait_members(ami, "first-level", lambda m: m[ALICE].get("Paused") == "1")
         for n in range(CALLERS):
-            await _place_call(ami, f"49305550{20 + n}")
+            await place_call(ami, f"49305550{20 + n}")
             await asyncio.sleep(0.3)
         before = await _wait_for_callers(ami, CALLERS)
-        assert (await _members(ami, "first-level"))[ALICE].get("Penalty") == "0"
+        assert (await queue_members(ami, "first-level"))[ALICE].get("Penalty") == "0"
 
         # alice's general level drops from 4 to 2: one level short of first-level's 3.
         text = config.read_text()
@@ -85,10 +88,10 @@ async def test_reload_changes_skill_level_while_five_callers_wait(
         assert done.returncode == 0, done.stderr
         daemon.wait_for(lambda line: line.get("event") == "config.reloaded", timeout=20)
 
-        member = (await _members(ami, "first-level"))[ALICE]
+        member = (await queue_members(ami, "first-level"))[ALICE]
         assert member.get("Penalty") == "1"
         assert member.get("Paused") == "1"  # not logged out, still on her break
-        assert await _waiting(ami, "first-level") == before  # same callers, same order
+        assert await waiting_callers(ami, "first-level") == before  # same callers, same order
 
         # An invalid file: rejected with its errors, nothing changes.
         config.write_text(text.replace("skills: {general: 4, printing: 2}", "skills: {general: 9}"))
@@ -97,8 +100,8 @@ async def test_reload_changes_skill_level_while_five_callers_wait(
         assert f"{config}:" in done.stderr
         os.kill(int(daemon.pid_file.read_text()), signal.SIGHUP)  # bypassing the CLI's check
         daemon.wait_for(lambda line: line.get("event") == "config.reload_rejected", timeout=20)
-        assert (await _members(ami, "first-level"))[ALICE].get("Penalty") == "1"
-        assert await _waiting(ami, "first-level") == before
+        assert (await queue_members(ami, "first-level"))[ALICE].get("Penalty") == "1"
+        assert await waiting_callers(ami, "first-level") == before
         assert daemon.running
     finally:
         daemon.stop()
