@@ -27,10 +27,11 @@ from acd.agi import AgiSession
 from acd.agi.server import AgiServer
 from acd.ami import AmiAuthenticationError, AmiClient, AmiError, Event
 from acd.config import Config, ConfigInvalid, SecretUnavailableError, load_config
+from acd.live_view import routing_view
 from acd.membership import Member, membership_changes
-from acd.routing import CallFacts, decide_route, queue_memberships
+from acd.routing import CallFacts, RoutingTable, decide_route, explain_agents, queue_memberships
 from acd.state import AgentChanged, Anomaly, CallFinished, Change, LiveState
-from metrics import HealthMetrics, MetricsExporter
+from metrics import DeskMetrics, HealthMetrics, MetricsExporter
 from pbx_config import RenderError, render, write_rendered
 
 __all__ = ["Daemon"]
@@ -103,6 +104,8 @@ class Daemon:
             reconnect=True,
         )
         self._state = _live_state(config, self._now())
+        self._table = RoutingTable(config)
+        self._desk = DeskMetrics(self._registry, queues=[queue.id for queue in config.queues])
         self._ami.subscribe(None, self._on_ami_event)
         self._agi = AgiServer(
             host=link.agi.host,
@@ -214,6 +217,7 @@ class Daemon:
                 self._log.error("config.reload_incomplete", error=str(error))
                 applied = -1
             self._config = new
+            self._table = RoutingTable(new)
             self._state = _live_state(new, self._now())
             await self._resync()
             self._log.info("config.reloaded", membership_changes=applied)
@@ -288,13 +292,19 @@ class Daemon:
         )
 
     async def _tick_forever(self) -> None:
-        # Wrap-up ends are the state's only timers; half a second is precise enough.
+        # Wrap-up ends are the state's only timers, and the oldest-wait gauge moves with
+        # the clock: half a second is precise enough for both.
         while True:
             await asyncio.sleep(0.5)
             self._publish(self._state.tick(self._now()))
+            self._desk.update_gauges(self._state.snapshot(), self._now())
 
     def _publish(self, changes: list[Change]) -> None:
-        """Log what the live state says changed (metrics and MQTT will observe here too)."""
+        """Log what the live state says changed; metrics observe the same records."""
+        if not changes:
+            return
+        self._desk.observe(changes)
+        self._desk.update_gauges(self._state.snapshot(), self._now())
         for change in changes:
             if isinstance(change, CallFinished):
                 record = change.record
@@ -353,7 +363,32 @@ class Daemon:
             language=env.get("agi_language", ""),
         )
         async with asyncio.timeout(self._config.daemon.route_timeout):
-            decision = decide_route(self._config, facts, self._clock())
+            now = self._clock()
+            view = routing_view(
+                self._state.snapshot(),
+                self._state.finished(),
+                {queue.id: queue.wrapup for queue in self._config.queues},
+                now.timestamp(),
+            )
+            decision = decide_route(self._config, facts, now, view, table=self._table)
+            session.log.info(
+                "call.routed",
+                status=decision.status,
+                queue=decision.queue,
+                priority=decision.priority,
+                max_penalty=decision.max_penalty,
+                overflowed_from=decision.overflowed_from,
+                expected_wait=(decision.expected_wait.seconds if decision.expected_wait else None),
+                caller=facts.caller_number,
+                reasons=list(decision.reasons),
+                eligible=[f"{agent}:{status}" for agent, status in explain_agents(decision, view)],
+                excluded=dict(decision.excluded),
+            )
+            if decision.queue is None:
+                # Closed or unroutable: until the IVR can offer a callback, the dialplan's
+                # fallback queue keeps the caller with a person rather than hanging up.
+                await session.set_variable("FIRSTLINE_ROUTE", decision.status)
+                return
             await session.set_variable("FIRSTLINE_PRIO", str(decision.priority))
             await session.set_variable("FIRSTLINE_MAX_PENALTY", str(decision.max_penalty))
             await session.set_variable("FIRSTLINE_MAX_WAIT", str(decision.max_wait))
@@ -367,14 +402,6 @@ class Daemon:
                 priority=decision.priority,
                 queue=decision.queue,
             )
-        )
-        session.log.info(
-            "call.routed",
-            queue=decision.queue,
-            priority=decision.priority,
-            max_penalty=decision.max_penalty,
-            caller=facts.caller_number,
-            reasons=list(decision.reasons),
         )
 
     async def _agent_feature(self, session: AgiSession) -> None:

@@ -284,6 +284,9 @@ class _Call:
     hold: float | None = None
     agent_id: str | None = None
     ringing: set[str] = field(default_factory=set)
+    # The queue whose waiting list holds this call. Only `_enqueue` / `_unqueue` touch it,
+    # so taking a call out of a list never depends on `queue`, which other paths rewrite.
+    waiting_in: str | None = None
 
 
 _CHANNEL_SUFFIX: Final = re.compile(r"-[0-9a-fA-F]+(;\d+)?$")
@@ -493,7 +496,8 @@ class LiveState:
         """Make the state what Asterisk reports after a (re)connect.
 
         `queue_status_events`: the QueueParams / QueueMember / QueueEntry events of a
-        QueueStatus action; `channels`: the CoreShowChannel events of CoreShowChannels.
+        QueueStatus action; `channels`: the CoreShowChannel events of CoreShowChannels,
+        asked *after* QueueStatus (a caller listed as waiting and as bridged is connected).
         Only queues named by a QueueParams event are rebuilt, so a QueueStatus for one
         queue leaves the others alone. What we knew finer (join times to the sub-second,
         IVR answers, wrap-up) is kept where Asterisk's coarser report agrees with it.
@@ -740,10 +744,18 @@ class LiveState:
         out.append(CallChanged(uniqueid, None, call.state, None, None, now))
         return call
 
+    def _enqueue(self, call: _Call, queue: str, position: int | None = None) -> None:
+        """Put the call in `queue`'s waiting list (1-based `position`, else last)."""
+        self._unqueue(call)
+        waiting = self._waiting.setdefault(queue, [])
+        index = len(waiting) if position is None else max(0, min(position - 1, len(waiting)))
+        waiting.insert(index, call.uniqueid)
+        call.queue, call.waiting_in = queue, queue
+
     def _unqueue(self, call: _Call) -> None:
-        waiting = self._waiting.get(call.queue or "")
-        if waiting is not None and call.uniqueid in waiting:
-            waiting.remove(call.uniqueid)
+        if call.waiting_in is not None:
+            self._waiting[call.waiting_in].remove(call.uniqueid)
+            call.waiting_in = None
 
     def _finish(
         self,
@@ -832,29 +844,41 @@ class LiveState:
         self._touch(out)
         return out
 
+    def _arrive(
+        self, call: _Call, queue: str, now: float, out: list[Change], event: str, *, source: Event
+    ) -> _Call:
+        """Asterisk has the call in `queue` now: close whatever it was doing before.
+
+        Waiting in (or having left alive) another queue ends that visit as overflowed, or
+        as a timeout when it is the same queue again; a connected call was completed and
+        comes back as a new one. Returns the call, out of every waiting list, with no
+        pending visit. The caller is expected to have ruled out "already waiting in
+        `queue`", which is not an arrival.
+        """
+        if call.state in (CallState.QUEUED, CallState.RINGING):
+            self._unqueue(call)
+            call.left_at = now
+            self._call_move(call, CallTrigger.LEAVE_QUEUE, now, out, event)
+        elif call.state is CallState.CONNECTED:
+            out.append(Anomaly("missed_complete", f"{call.uniqueid} back in a queue", event, now))
+            self._complete_call(call, now, out, event)
+            call = self._new_call(source, call.uniqueid, now, out)
+        if call.left_at is not None:
+            same = call.queue == queue
+            self._settle_pending(call, Outcome.TIMEOUT if same else Outcome.OVERFLOWED, now, out)
+        return call
+
     def _on_join(self, event: Event, now: float, out: list[Change]) -> None:
         uniqueid = event.get("Uniqueid") or ""
         queue = event.get("Queue") or ""
         call = self._calls.get(uniqueid) or self._new_call(event, uniqueid, now, out)
         call.caller_number = _number(event.get("CallerIDNum")) or call.caller_number
-        if call.state in (CallState.QUEUED, CallState.RINGING):
-            if call.queue == queue:
-                out.append(Anomaly("duplicate_join", f"{uniqueid} in {queue}", event.name, now))
-                return
-            self._unqueue(call)
-            call.left_at = now
-            self._call_move(call, CallTrigger.LEAVE_QUEUE, now, out, event.name)
-        elif call.state is CallState.CONNECTED:
-            out.append(Anomaly("missed_complete", f"{uniqueid} back in a queue", event.name, now))
-            self._complete_call(call, now, out, event.name)
-            call = self._new_call(event, uniqueid, now, out)
-        if call.left_at is not None:
-            same = call.queue == queue
-            self._settle_pending(call, Outcome.TIMEOUT if same else Outcome.OVERFLOWED, now, out)
-        call.queue, call.joined_at, call.left_at, call.hold = queue, now, None, None
-        waiting = self._waiting.setdefault(queue, [])
-        position = _int(event.get("Position"), len(waiting) + 1)
-        waiting.insert(max(0, min(position - 1, len(waiting))), uniqueid)
+        if call.state in (CallState.QUEUED, CallState.RINGING) and call.queue == queue:
+            out.append(Anomaly("duplicate_join", f"{uniqueid} in {queue}", event.name, now))
+            return
+        call = self._arrive(call, queue, now, out, event.name, source=event)
+        call.joined_at, call.left_at, call.hold = now, None, None
+        self._enqueue(call, queue, _int(event.get("Position"), 0) or None)
         self._call_move(call, CallTrigger.JOIN, now, out, event.name)
 
     def _on_leave(self, event: Event, now: float, out: list[Change]) -> None:
@@ -895,10 +919,9 @@ class LiveState:
         if call is None and uniqueid not in self._retired:
             self._unknown_call(uniqueid, event.name, now, out)
             call = self._new_call(event, uniqueid, now, out)
-            call.queue = event.get("Queue")
             hold = _int(event.get("HoldTime"), -1)
             call.joined_at = now - hold if hold >= 0 else now
-            self._waiting.setdefault(call.queue or "", []).append(uniqueid)
+            self._enqueue(call, event.get("Queue") or "")
             self._call_move(call, CallTrigger.JOIN, now, out, event.name)
         return call
 
@@ -1027,20 +1050,27 @@ class LiveState:
         now: float,
         out: list[Change],
     ) -> None:
-        queued: dict[str, tuple[str, Event]] = {}
-        for queue, events in entries.items():
-            for e in sorted(events, key=lambda e: _int(e.get("Position"))):
-                queued[e.get("Uniqueid") or ""] = (queue, e)
+        # app_queue takes a caller out of the queue before it bridges it to the agent, so
+        # a channel is never both at one instant. The daemon asks CoreShowChannels after
+        # QueueStatus: a call listed both ways was answered in between, and the bridge is
+        # the newer truth.
         bridged = {
             uid: c
             for uid, c in alive.items()
             if (c.get("Application") or "").lower() == "queue" and c.get("BridgeId")
         }
+        queued: dict[str, tuple[str, Event]] = {}
+        for queue, events in entries.items():
+            for e in sorted(events, key=lambda e: _int(e.get("Position"))):
+                uid = e.get("Uniqueid") or ""
+                if uid not in bridged:
+                    queued[uid] = (queue, e)
         for call in list(self._calls.values()):
             if call.uniqueid not in queued and call.uniqueid not in bridged:
                 self._resync_unlisted(call, queues, alive, now, out)
         for queue in queues:
-            self._waiting[queue] = []
+            for uid in list(self._waiting.get(queue, ())):
+                self._unqueue(self._calls[uid])  # rebuilt in Asterisk's order below
         for uid, (queue, e) in queued.items():
             self._resync_waiting(uid, queue, e, now, out)
         for uid, c in bridged.items():
@@ -1076,17 +1106,17 @@ class LiveState:
         self, uid: str, queue: str, entry: Event, now: float, out: list[Change]
     ) -> None:
         call = self._calls.get(uid) or self._new_call(entry, uid, now, out)
-        if call.state is CallState.CONNECTED:  # answered, then back in a queue
-            self._complete_call(call, now, out, "resync")
-            call = self._new_call(entry, uid, now, out)
+        still = call.state in (CallState.QUEUED, CallState.RINGING) and call.queue == queue
+        if not still:  # a join we missed: end what the call was doing before
+            call = self._arrive(call, queue, now, out, "resync", source=entry)
         call.caller_number = _number(entry.get("CallerIDNum")) or call.caller_number
         call.priority = _int(entry.get("Priority"), call.priority)
         joined = now - _int(entry.get("Wait"))
         # QueueEntry's Wait is whole seconds: keep our own finer join time when it agrees
-        if call.joined_at is None or abs(call.joined_at - joined) > 1.5 or call.queue != queue:
+        if not still or call.joined_at is None or abs(call.joined_at - joined) > 1.5:
             call.joined_at = joined
-        call.queue, call.left_at = queue, None
-        self._waiting[queue].append(uid)
+        call.left_at = None
+        self._enqueue(call, queue)
         if call.state is CallState.ROUTING:
             self._call_move(call, CallTrigger.JOIN, now, out, "resync")
 
@@ -1094,8 +1124,14 @@ class LiveState:
         call = self._calls.get(uid) or self._new_call(channel, uid, now, out)
         if call.state is CallState.CONNECTED:
             return
-        call.queue = (channel.get("ApplicationData") or "").split(",")[0] or call.queue
-        self._unqueue(call)
+        queue = (channel.get("ApplicationData") or "").split(",")[0] or call.queue
+        if queue is not None and queue != call.queue:  # answered from a queue we missed
+            call = self._arrive(call, queue, now, out, "resync", source=channel)
+            call.queue = queue
+        if call.state in (CallState.QUEUED, CallState.RINGING):
+            # what app_queue did unseen: QueueCallerLeave, then AgentConnect
+            self._unqueue(call)
+            self._call_move(call, CallTrigger.LEAVE_QUEUE, now, out, "resync")
         if call.joined_at is None:
             call.joined_at = now - _duration(channel.get("Duration"))
         call.connected_at, call.left_at = now, None

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from acd.ami.codec import NEED_DATA, AmiParser, Closed, Event
@@ -422,6 +422,59 @@ def test_resync_drops_what_asterisk_no_longer_has() -> None:
     assert "vanished" in [a.kind for a in _anomalies(changes)]
 
 
+def _bridged(uid: str, queue: str = Q) -> Event:
+    return _event(
+        "CoreShowChannel",
+        Uniqueid=uid,
+        Application="Queue",
+        ApplicationData=f"{queue},,,,120",
+        BridgeId="b-1",
+        Duration="00:00:09",
+    )
+
+
+def test_resync_a_call_listed_waiting_and_bridged_is_connected() -> None:
+    # QueueStatus saw u1 waiting; CoreShowChannels, asked next, found it bridged to bob.
+    state = _state()
+    state.apply(_member("QueueMemberAdded", BOB), 0.0)
+    state.apply(_join("u1"), 1.0)
+    params = _event("QueueParams", Queue=Q)
+    member = _event("QueueMember", Queue=Q, Location=BOB, Status="2", InCall="1", Paused="0")
+    entry = _event("QueueEntry", Queue=Q, Position="1", Uniqueid="u1", Wait="8", Priority="0")
+    agent_leg = _event(
+        "CoreShowChannel",
+        Uniqueid="a1",
+        Channel=f"{BOB}-00000001;1",
+        Application="AppQueue",
+        BridgeId="b-1",
+    )
+    changes = state.resync([params, member, entry], [_bridged("u1"), agent_leg], 10.0)
+    assert _anomalies(changes) == []
+    snap = state.snapshot()
+    assert snap.queues[Q].waiting == ()
+    assert (snap.calls["u1"].state, snap.calls["u1"].agent_id) == (CallState.CONNECTED, "bob")
+    assert snap.agents["bob"].state is AgentState.ON_CALL
+    _check_invariants(state)
+
+
+def test_resync_moves_a_caller_out_of_a_queue_the_status_did_not_cover() -> None:
+    # We had u1 waiting in second-printing; a QueueStatus of first-level only lists it
+    # there (waiting in one case, bridged in the other): the second-printing visit is over.
+    for entries, channels in (([_join("u1")], []), ([], [_bridged("u1")])):
+        state = _state()
+        state.apply(_join("u1", "second-printing"), 1.0)
+        listed = [
+            _event("QueueEntry", Queue=Q, Position="1", Uniqueid=e.get("Uniqueid") or "", Wait="2")
+            for e in entries
+        ]
+        state.resync([_event("QueueParams", Queue=Q), *listed], channels, 10.0)
+        snap = state.snapshot()
+        assert snap.queues["second-printing"].waiting == ()
+        assert snap.calls["u1"].queue == Q
+        assert _outcome(state, "u1") == [Outcome.OVERFLOWED]
+        _check_invariants(state)
+
+
 def test_finished_ring_is_bounded() -> None:
     state = _state(finished_limit=3)
     for n in range(10):
@@ -480,6 +533,9 @@ def _check_invariants(state: LiveState) -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(_step, max_size=80))
+# C1 joins second-printing (step 49), then a QueueStatus of first-level only and channels
+# that show C1 bridged from first-level: it must leave second-printing's waiting list.
+@example(steps=[49, ("resync", C1)])
 def test_any_interleaving_never_raises_and_keeps_invariants(steps: list[Any]) -> None:
     state = _state(wrapup=5)
     now = 1795433800.0

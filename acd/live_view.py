@@ -1,0 +1,67 @@
+"""Adapts the live state into what the routing core reads (``RoutingView``).
+
+Pure: no I/O, no clock. Kept apart so that ``acd.routing`` never imports the state module.
+Per queue, the agents counted are the queue's members who are logged in and not paused in
+that queue (docs/EXPECTED_WAIT.md); a busy agent is expected free after the mean handle time
+(talk plus wrap-up, from the queue's answered calls) measured from when it became busy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from statistics import fmean
+
+from acd.expected_wait import busy_remaining
+from acd.routing import AgentAvailability, QueueLoad, RoutingView
+from acd.state import FinishedCall, Outcome, StateSnapshot
+from acd.state_machines import AgentState
+
+__all__ = ["routing_view"]
+
+_BUSY = frozenset({AgentState.RINGING, AgentState.ON_CALL, AgentState.WRAP_UP})
+
+
+def routing_view(
+    snapshot: StateSnapshot,
+    finished: Iterable[FinishedCall],
+    wrapup_seconds: Mapping[str, int],
+    now: float,
+) -> RoutingView:
+    """The routing core's view of ``snapshot`` at ``now``."""
+    agents = {
+        agent_id: AgentAvailability(
+            logged_in=view.state is not AgentState.LOGGED_OUT,
+            available=view.state is AgentState.AVAILABLE,
+            paused=view.state is AgentState.PAUSED,
+        )
+        for agent_id, view in snapshot.agents.items()
+    }
+    handle_times: dict[str, list[float]] = {}
+    for record in finished:
+        if record.outcome is Outcome.ANSWERED and record.queue and record.talk is not None:
+            handle_times.setdefault(record.queue, []).append(
+                record.talk + wrapup_seconds.get(record.queue, 0)
+            )
+    members: dict[str, list[tuple[AgentState, float]]] = {}
+    for view in snapshot.agents.values():
+        for queue_id, member in view.queues.items():
+            if not member.paused and view.state is not AgentState.PAUSED:
+                members.setdefault(queue_id, []).append((view.state, view.since))
+    queues: dict[str, QueueLoad] = {}
+    for queue_id in set(snapshot.queues) | set(members):
+        queue_members = members.get(queue_id, [])
+        samples = handle_times.get(queue_id, [])
+        mean = fmean(samples) if samples else None
+        busy_since = [since for state, since in queue_members if state in _BUSY]
+        queues[queue_id] = QueueLoad(
+            waiting=len(snapshot.queues[queue_id].waiting) if queue_id in snapshot.queues else 0,
+            agents_available=sum(state is AgentState.AVAILABLE for state, _ in queue_members),
+            agents_busy_remaining=(
+                busy_remaining((max(0.0, now - since) for since in busy_since), mean)
+                if mean
+                else tuple(0.0 for _ in busy_since)
+            ),
+            mean_handle_time=mean,
+            samples=len(samples),
+        )
+    return RoutingView(agents=agents, queues=queues)
