@@ -29,7 +29,14 @@ from acd.ami import AmiAuthenticationError, AmiClient, AmiError, Event
 from acd.config import Config, ConfigInvalid, SecretUnavailableError, load_config
 from acd.live_view import routing_view
 from acd.membership import Member, membership_changes
-from acd.routing import CallFacts, RoutingTable, decide_route, explain_agents, queue_memberships
+from acd.routing import (
+    CallFacts,
+    RoutingTable,
+    decide_route,
+    explain_agents,
+    parse_skill_list,
+    queue_memberships,
+)
 from acd.state import AgentChanged, Anomaly, CallFinished, Change, LiveState
 from metrics import DeskMetrics, HealthMetrics, MetricsExporter
 from pbx_config import RenderError, render, write_rendered
@@ -355,12 +362,19 @@ class Daemon:
     async def _route(self, session: AgiSession) -> None:
         env = session.request.env
         args = session.request.args
+        skills_text = await session.get_variable("FIRSTLINE_SKILLS") or ""
+        required, ignored = parse_skill_list(
+            skills_text, {skill.id for skill in self._config.skills}
+        )
+        if ignored:
+            session.log.warning("call.skills_ignored", ignored=ignored)
         facts = CallFacts(
             uniqueid=env.get("agi_uniqueid", ""),
             caller_number=env.get("agi_callerid", ""),
             # The hotline passes the number the caller dialled as the first argument.
             dialed=args[0] if args else env.get("agi_extension", ""),
             language=env.get("agi_language", ""),
+            required_skills=required,
         )
         async with asyncio.timeout(self._config.daemon.route_timeout):
             now = self._clock()

@@ -84,6 +84,7 @@ __all__ = [
     "explain_agents",
     "is_open",
     "language_skill",
+    "parse_skill_list",
     "queue_memberships",
 ]
 
@@ -93,6 +94,7 @@ DEFAULT_PREFERRED_RING_SECONDS = 15
 PREFERRED_FALLBACK_BOOST = 5
 """Priority added when a call had a preferred agent: half a rank step of the example SLA."""
 
+_MAX_SKILL_ITEMS = 30  # more than any desk defines; bounds what a channel variable can cost
 _LANGUAGE_SKILL = re.compile(r"^lang-([a-z]{2})$")
 _NORMAL_PRIORITY = "normal"
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # datetime.weekday() order
@@ -727,3 +729,22 @@ def queue_memberships(config: Config, agent: Agent) -> dict[str, int]:
         if penalty is not None and penalty <= queue.final_max_penalty:
             memberships[queue.id] = penalty
     return memberships
+
+
+def parse_skill_list(text: str, known: set[str]) -> tuple[dict[str, int], list[str]]:
+    """``FIRSTLINE_SKILLS`` as the IVR sets it: ``skill:level,skill:level``.
+
+    The variable comes from the dialplan, so anything malformed or unknown is ignored (and
+    reported) rather than trusted; a skill without a level needs level 1.
+    """
+    required: dict[str, int] = {}
+    ignored: list[str] = []
+    for item in text.split(",")[:_MAX_SKILL_ITEMS]:
+        name, _, level = item.strip().partition(":")
+        if not name:
+            continue
+        if name not in known or (level and not (level.isdigit() and 1 <= int(level) <= 5)):
+            ignored.append(item.strip()[:40])
+            continue
+        required[name] = max(required.get(name, 0), int(level or 1))
+    return required, ignored

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from acd.config import Config, load_config
-from acd.routing import CallFacts, decide_route, queue_memberships
+from acd.routing import CallFacts, decide_route, parse_skill_list, queue_memberships
 from tests.live.harness import LIVE_CONFIG
 
 NOW = dt.datetime(2026, 11, 23, 10, 0, tzinfo=dt.UTC)
@@ -61,3 +61,21 @@ def test_memberships_only_where_every_required_skill_is_present(config: Config) 
     assert queue_memberships(config, alice) == {"first-level": 0}
     # bob lacks 'general': never a member of first-level, whatever the escalation.
     assert queue_memberships(config, bob) == {"second-printing": 0}
+
+
+def test_skill_list_from_the_dialplan_is_bounded_and_checked() -> None:
+    known = {"general", "printing"}
+    assert parse_skill_list("printing:4, general", known) == ({"printing": 4, "general": 1}, [])
+    required, ignored = parse_skill_list('printing:9,"; DROP TABLE,general:3,cad:2', known)
+    assert required == {"general": 3}
+    assert ignored == ["printing:9", '"; DROP TABLE', "cad:2"]
+    assert parse_skill_list("", known) == ({}, [])
+    required, ignored = parse_skill_list("general:1," * 500, known)
+    assert required == {"general": 1}
+
+
+@given(st.text(max_size=300))
+def test_any_skill_text_parses_without_error(text: str) -> None:
+    required, _ignored = parse_skill_list(text, {"general", "printing"})
+    assert set(required) <= {"general", "printing"}
+    assert all(1 <= level <= 5 for level in required.values())

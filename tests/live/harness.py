@@ -187,7 +187,12 @@ async def logout_everyone(ami: AmiClient) -> None:
             )
 
 
-async def place_call(ami: AmiClient, caller_number: str, phone: str = "hold") -> str:
+async def place_call(
+    ami: AmiClient,
+    caller_number: str,
+    phone: str = "hold",
+    variables: dict[str, str] | None = None,
+) -> str:
     """Originate a Local-channel caller into the hotline; returns the caller's unique id.
 
     ``phone`` is the caller's behaviour, an extension of the harness's test-callers context.
@@ -204,6 +209,8 @@ async def place_call(ami: AmiClient, caller_number: str, phone: str = "hold") ->
             # Asterisk names the Local channel's second half (the caller) "<ChannelId>;2".
             "ChannelId": uid,
             "Async": "true",
+            # Set on the phone's half; "__" names are inherited by the caller's half.
+            "Variable": [f"{name}={value}" for name, value in (variables or {}).items()],
         },
         timeout=5,
     )

@@ -11,12 +11,13 @@ from tests.live.harness import (
     dial_feature_code,
     logout_everyone,
     place_call,
+    queue_members,
     wait_members,
 )
 
 pytestmark = pytest.mark.live
 
-ALICE, CAROL = "Local/alice@test-agents", "Local/carol@test-agents"
+ALICE, BOB, CAROL = (f"Local/{name}@test-agents" for name in ("alice", "bob", "carol"))
 
 
 async def test_lower_level_agent_gets_the_call_only_after_the_escalation_wait(
@@ -61,3 +62,25 @@ async def test_best_qualified_first_and_paused_agents_get_nothing(
     events = await collect(ami, uid, until="AgentConnect", within=20)
     # The paused expert is never rung; the caller waits for the escalation to carol.
     assert {e.get("Interface") for e in events if e.name == "AgentCalled"} == {CAROL}
+
+
+async def test_call_needing_a_skill_reaches_only_an_agent_who_has_it(
+    ami: AmiClient,
+    daemon: DaemonProcess,
+) -> None:
+    await logout_everyone(ami)
+    await dial_feature_code(ami, "*21", "201")  # alice: printing 2 — not enough
+    await dial_feature_code(ami, "*21", "202")  # bob: printing 5
+    await wait_members(ami, "second-printing", lambda m: BOB in m)
+    assert ALICE not in await queue_members(ami, "second-printing")
+
+    # The IVR (here: the caller's channel) says the problem needs printing at level 4.
+    uid = await place_call(ami, "4930555034", variables={"__FIRSTLINE_SKILLS": "printing:4"})
+    events = await collect(ami, uid, until="AgentConnect", within=20)
+    assert {e.get("Queue") for e in events if e.name == "QueueCallerJoin"} == {"second-printing"}
+    assert {e.get("Interface") for e in events if e.name == "AgentCalled"} == {BOB}
+    routed = daemon.wait_for(
+        lambda line: line.get("event") == "call.routed" and line.get("uniqueid") == uid
+    )
+    assert routed["queue"] == "second-printing"
+    assert "alice" in routed["excluded"]
