@@ -32,12 +32,13 @@ from acd.membership import Member, membership_changes
 from acd.routing import (
     CallFacts,
     RoutingTable,
+    RoutingView,
     decide_route,
     explain_agents,
     parse_skill_list,
     queue_memberships,
 )
-from acd.state import AgentChanged, Anomaly, CallFinished, Change, LiveState
+from acd.state import AgentChanged, Anomaly, CallFinished, Change, LiveState, StateSnapshot
 from metrics import DeskMetrics, HealthMetrics, MetricsExporter
 from pbx_config import RenderError, render, write_rendered
 
@@ -112,6 +113,7 @@ class Daemon:
         )
         self._state = _live_state(config, self._now())
         self._table = RoutingTable(config)
+        self._view_cache: tuple[StateSnapshot, RoutingView] | None = None
         self._desk = DeskMetrics(self._registry, queues=[queue.id for queue in config.queues])
         self._ami.subscribe(None, self._on_ami_event)
         self._agi = AgiServer(
@@ -378,12 +380,7 @@ class Daemon:
         )
         async with asyncio.timeout(self._config.daemon.route_timeout):
             now = self._clock()
-            view = routing_view(
-                self._state.snapshot(),
-                self._state.finished(),
-                {queue.id: queue.wrapup for queue in self._config.queues},
-                now.timestamp(),
-            )
+            view = self._routing_view(now.timestamp())
             decision = decide_route(self._config, facts, now, view, table=self._table)
             session.log.info(
                 "call.routed",
@@ -417,6 +414,19 @@ class Daemon:
                 queue=decision.queue,
             )
         )
+
+    def _routing_view(self, now: float) -> RoutingView:
+        """The routing core's view of the live state, rebuilt only after the state changed.
+
+        Busy agents' remaining times are taken when the view is built; between changes
+        they age by at most the time to the next event, which only errs long.
+        """
+        snapshot = self._state.snapshot()
+        if self._view_cache is None or self._view_cache[0] is not snapshot:
+            wrapups = {queue.id: queue.wrapup for queue in self._config.queues}
+            view = routing_view(snapshot, self._state.finished(), wrapups, now)
+            self._view_cache = (snapshot, view)
+        return self._view_cache[1]
 
     async def _agent_feature(self, session: AgiSession) -> None:
         """Agent feature codes dialled from a softphone: login, logout, pause, resume."""
