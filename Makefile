@@ -7,6 +7,8 @@ RENDERED ?= build/asterisk
 DAEMON_PID := build/acd.pid
 DAEMON_LOG := build/acd.log
 PYTEST_ARGS ?=
+# The store tests create (and drop) their own database on this server.
+export FIRSTLINE_TEST_POSTGRES ?= postgresql://postgres:postgres@127.0.0.1:5432/postgres
 
 .PHONY: all deps venv pbx lint test test-fast demo demo-stop render clean
 

@@ -1,0 +1,71 @@
+"""The async database engine of the ticket store, set up right for SQLite and PostgreSQL.
+
+`create_engine_for(url)` is the one place that knows SQLite's needs: WAL, a busy timeout,
+foreign keys, and `BEGIN IMMEDIATE` for write transactions. PostgreSQL (asyncpg) needs
+nothing extra. This module runs no queries of its own beyond those connection settings.
+"""
+
+# Why BEGIN IMMEDIATE: SQLite's default transaction is DEFERRED, taking the write lock only
+# at the first write. Under WAL, a deferred transaction that has read and then wants to
+# write while another connection committed a write in between cannot upgrade its snapshot:
+# it fails at once with "database is locked" (SQLITE_BUSY), and the busy timeout does not
+# help, because waiting cannot fix a stale snapshot. BEGIN IMMEDIATE takes the write lock
+# up front, so a second writer waits (up to the busy timeout) and then reads fresh data.
+# Readers need no lock in WAL, so read-only work uses a plain BEGIN (see `reader`) and never
+# waits for a writer. pysqlite/aiosqlite would emit their own BEGIN; setting the driver
+# connection's isolation_level to None stops that, and the "begin" event emits ours
+# (the recipe from SQLAlchemy's SQLite dialect documentation).
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+__all__ = ["READ_ONLY_OPTION", "create_engine_for", "reader"]
+
+READ_ONLY_OPTION: Final = "firstline_read_only"
+
+
+def create_engine_for(
+    url: str | URL, *, busy_timeout: float = 30.0, **engine_kwargs: Any
+) -> AsyncEngine:
+    """An `AsyncEngine` for `url` (sqlite+aiosqlite:///file or postgresql+asyncpg://...).
+
+    On SQLite, every connection gets WAL, `busy_timeout` (seconds a writer waits for
+    another writer) and foreign keys, and write transactions begin IMMEDIATE. Other
+    keyword arguments go to `create_async_engine`.
+    """
+    parsed = make_url(url)
+    engine = create_async_engine(parsed, **engine_kwargs)
+    if engine.dialect.name == "sqlite":
+        _setup_sqlite(engine.sync_engine, busy_timeout_ms=int(busy_timeout * 1000))
+    return engine
+
+
+def reader(engine: AsyncEngine) -> AsyncEngine:
+    """The same engine (same pool) for read-only work: on SQLite it begins DEFERRED."""
+    return engine.execution_options(**{READ_ONLY_OPTION: True})
+
+
+def _setup_sqlite(engine: Engine, *, busy_timeout_ms: int) -> None:
+    def on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            # busy_timeout first: switching to WAL may itself wait for another connection.
+            cursor.execute(f"PRAGMA busy_timeout = {busy_timeout_ms:d}")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cursor.close()
+
+    def on_begin(connection: Connection) -> None:
+        read_only = connection.get_execution_options().get(READ_ONLY_OPTION, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+    event.listen(engine, "connect", on_connect)
+    event.listen(engine, "begin", on_begin)
