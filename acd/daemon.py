@@ -22,6 +22,7 @@ from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry
+from sqlalchemy.exc import SQLAlchemyError
 
 from acd.agi import AgiSession
 from acd.agi.server import AgiServer
@@ -29,16 +30,20 @@ from acd.ami import AmiAuthenticationError, AmiClient, AmiError, Event
 from acd.config import Config, ConfigInvalid, SecretUnavailableError, load_config
 from acd.live_view import routing_view
 from acd.membership import Member, membership_changes
+from acd.numbers import normalise_number
 from acd.routing import (
     CallFacts,
+    CustomerFacts,
     RoutingTable,
     RoutingView,
+    TicketFacts,
     decide_route,
     explain_agents,
     parse_skill_list,
     queue_memberships,
 )
 from acd.state import AgentChanged, Anomaly, CallFinished, Change, LiveState, StateSnapshot
+from acd.tickets import TicketStore, TicketStoreError, migrate
 from metrics import DeskMetrics, HealthMetrics, MetricsExporter
 from pbx_config import RenderError, render, write_rendered
 
@@ -78,6 +83,7 @@ CALL_EVENTS = (
 _AGENT_DONE = frozenset({"logged-in", "logged-out", "paused", "resumed"})
 EXIT_OK = 0
 EXIT_AMI_REFUSED = 2
+EXIT_STORE_UNAVAILABLE = 3
 
 
 class Daemon:
@@ -93,6 +99,10 @@ class Daemon:
     ) -> None:
         self._config = config
         self._config_path = config_path
+        self._store_url = config.store.resolved_url(
+            config_path.parent if config_path else Path.cwd()
+        )
+        self._store: TicketStore | None = None
         self._asterisk_conf_dir = asterisk_conf_dir
         self._reload_lock = asyncio.Lock()
         self._background: set[asyncio.Task[Any]] = set()
@@ -138,6 +148,12 @@ class Daemon:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self._reload_in_background)
+        try:
+            await migrate(self._store_url)
+        except (SQLAlchemyError, OSError) as error:
+            self._log.error("daemon.store_unavailable", error=str(error))
+            return EXIT_STORE_UNAVAILABLE
+        self._store = TicketStore(self._store_url)
         await self._agi.start()
         await self._exporter.start()
         self._log.info(
@@ -169,6 +185,8 @@ class Daemon:
             await self._ami.close()
             await self._agi.close()
             await self._exporter.close()
+            if self._store is not None:
+                await self._store.aclose()
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
             for task in self._background:
@@ -370,9 +388,13 @@ class Daemon:
         )
         if ignored:
             session.log.warning("call.skills_ignored", ignored=ignored)
+        caller = env.get("agi_callerid", "")
+        customer, tickets = await self._caller_record(session, caller)
         facts = CallFacts(
             uniqueid=env.get("agi_uniqueid", ""),
-            caller_number=env.get("agi_callerid", ""),
+            caller_number=caller,
+            customer=customer,
+            open_tickets=tickets,
             # The hotline passes the number the caller dialled as the first argument.
             dialed=args[0] if args else env.get("agi_extension", ""),
             language=env.get("agi_language", ""),
@@ -389,6 +411,8 @@ class Daemon:
                 priority=decision.priority,
                 max_penalty=decision.max_penalty,
                 overflowed_from=decision.overflowed_from,
+                preferred_agent=decision.preferred_agent,
+                open_tickets=[ticket.number for ticket in facts.open_tickets],
                 expected_wait=(decision.expected_wait.seconds if decision.expected_wait else None),
                 caller=facts.caller_number,
                 reasons=list(decision.reasons),
@@ -400,6 +424,12 @@ class Daemon:
                 # fallback queue keeps the caller with a person rather than hanging up.
                 await session.set_variable("FIRSTLINE_ROUTE", decision.status)
                 return
+            if decision.preferred_agent is not None:
+                preferred = self._config.agent(decision.preferred_agent)
+                await session.set_variable("FIRSTLINE_PREFERRED", preferred.dial_interface)
+                await session.set_variable(
+                    "FIRSTLINE_PREFERRED_RING", str(self._config.hotline.preferred_ring)
+                )
             await session.set_variable("FIRSTLINE_PRIO", str(decision.priority))
             await session.set_variable("FIRSTLINE_MAX_PENALTY", str(decision.max_penalty))
             await session.set_variable("FIRSTLINE_MAX_WAIT", str(decision.max_wait))
@@ -413,6 +443,33 @@ class Daemon:
                 priority=decision.priority,
                 queue=decision.queue,
             )
+        )
+
+    async def _caller_record(
+        self, session: AgiSession, caller: str
+    ) -> tuple[CustomerFacts | None, tuple[TicketFacts, ...]]:
+        """The caller's customer record and open tickets; nothing when they can't be had.
+
+        The lookup is bounded by half the route budget: a slow or broken database costs
+        the caller owner routing, never the call.
+        """
+        number = normalise_number(caller, self._config.hotline.region)
+        if number is None or self._store is None:
+            return None, ()
+        try:
+            async with asyncio.timeout(self._config.daemon.route_timeout / 2):
+                record = await self._store.customer_by_number(number)
+                tickets = await self._store.open_tickets_for_number(number)
+        except (TimeoutError, SQLAlchemyError, TicketStoreError) as error:
+            session.log.warning("call.lookup_failed", error=repr(error))
+            return None, ()
+        customer = (
+            CustomerFacts(sla_package=record.sla_package, account_manager=record.account_manager)
+            if record is not None
+            else None
+        )
+        return customer, tuple(
+            TicketFacts(number=t.number, priority=t.priority, owner=t.owner) for t in tickets
         )
 
     def _routing_view(self, now: float) -> RoutingView:

@@ -120,7 +120,8 @@ def expected_wait(
 
     Callers ahead are served first in first-out order by whichever agent frees up first; each
     agent then stays busy for ``mean_handle_time`` per caller. The caller's wait is the time
-    the ``position``-th agent release happens (idle agents release at 0). O(N + position log N).
+    the ``position``-th agent release happens (idle agents release at 0). O(N + position log N),
+    O(N log N + position / N) when every busy agent is free within one handle time.
     """
     _check_count("min_samples", min_samples, 0)
     if snapshot.agents_logged_in == 0:
@@ -153,6 +154,8 @@ def expected_wait(
 def _release_time(
     position: int, available: int, busy_remaining: tuple[float, ...], handle_time: float
 ) -> float:
+    if not busy_remaining or max(busy_remaining) <= handle_time:
+        return _release_time_in_rounds(position, available, busy_remaining, handle_time)
     # A min-heap of the moments each agent is next free. Each caller ahead takes the earliest
     # one and keeps that agent busy for one more handle time; our caller takes the next.
     free_at = [0.0] * available + list(busy_remaining)
@@ -160,6 +163,25 @@ def _release_time(
     for _ in range(position - 1):
         heapq.heapreplace(free_at, free_at[0] + handle_time)
     return free_at[0]
+
+
+def _release_time_in_rounds(
+    position: int, available: int, busy_remaining: tuple[float, ...], handle_time: float
+) -> float:
+    """``_release_time`` when every agent is free within one handle time: O(N log N + p/N).
+
+    Then the heap serves the agents in rounds: each takes one caller in the order it is free
+    (0 for idle agents, then the sorted remaining times), and is free again no earlier than
+    every agent of its round, since ``fl(t + h) >= h`` for ``t >= 0`` and rounding is monotonic
+    (by induction, round k starts where round k-1 ends). The caller at ``position`` is thus
+    served by agent ``(p-1) mod N`` of the sorted order in round ``(p-1) div N``. The handle
+    times are added one by one, as the heap does, so the float result is the same to the bit.
+    """
+    rounds, index = divmod(position - 1, available + len(busy_remaining))
+    free_at = 0.0 if index < available else sorted(busy_remaining)[index - available]
+    for _ in range(rounds):
+        free_at += handle_time
+    return free_at
 
 
 def rounded_up_minutes(seconds: float) -> int:

@@ -61,8 +61,8 @@ import datetime as dt
 import math
 import re
 import zoneinfo
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from typing import Literal
 
 from acd.config import Agent, Config, Queue, Site
@@ -234,7 +234,65 @@ class RouteDecision:
         return self.status == "closed"
 
 
+# Slot setters in field order, for ``_queued``.
+_DECISION_SETTERS: tuple[Callable[[RouteDecision, object], None], ...] = tuple(
+    RouteDecision.__dict__[f.name].__set__ for f in fields(RouteDecision)
+)
+
+
+def _queued(  # noqa: PLR0917 -- mirrors RouteDecision's positional fields
+    chosen: _QueueEntry,
+    priority: int,
+    reasons: tuple[str, ...],
+    preferred: str | None,
+    overflowed_from: str | None,
+    estimate: WaitEstimate | None,
+) -> RouteDecision:
+    """``RouteDecision(status="queued", ...)`` for ``chosen``, equal in every field.
+
+    A frozen dataclass's ``__init__`` sets each of its 13 fields through ``object.__setattr__``,
+    which cost half of a whole decision; the slot setters are the same store without the
+    lookups. Unpacking fails loudly if a field is added without being set here.
+    """
+    (
+        status,
+        queue,
+        priority_,
+        max_penalty,
+        min_penalty,
+        max_wait,
+        reasons_,
+        preferred_agent,
+        preferred_ring_seconds,
+        overflowed_from_,
+        expected_wait_,
+        eligible,
+        excluded,
+    ) = _DECISION_SETTERS
+    decision: RouteDecision = object.__new__(RouteDecision)
+    status(decision, "queued")
+    queue(decision, chosen.queue.id)
+    priority_(decision, priority)
+    max_penalty(decision, 0)
+    min_penalty(decision, 0)
+    max_wait(decision, chosen.queue.max_wait)
+    reasons_(decision, reasons)
+    preferred_agent(decision, preferred)
+    preferred_ring_seconds(decision, DEFAULT_PREFERRED_RING_SECONDS if preferred else 0)
+    overflowed_from_(decision, overflowed_from)
+    expected_wait_(decision, estimate)
+    eligible(decision, chosen.members)
+    excluded(decision, chosen.excluded)
+    return decision
+
+
 # --- the per-config table ---------------------------------------------------------------------
+
+_MEMO_SIZE = 1024  # (language, asked skills) plans or spoken languages kept; a desk uses few
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MINUTE = dt.timedelta(minutes=1)
+_LAST_INSTANT = dt.timedelta(seconds=59, microseconds=999_999)  # of a minute, from its start
+_PREFERRED_BOOST_REASON = f"+{PREFERRED_FALLBACK_BOOST} for a preferred agent's fallback"
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,22 +312,68 @@ class _QueueEntry:
     members: tuple[tuple[str, int], ...]
     excluded: tuple[tuple[str, str], ...]
     sites: tuple[str, ...]
+    closed_reason: str  # the reasons this queue adds, built once rather than per call
+    queued_reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """The qualified queues for one (language, asked skills), best first, and why.
+
+    ``overflow`` holds, per entry, its overflow queue's entry and what rules it out whatever
+    the moment and the view (not qualified, worse language), None when only hours and waits
+    can still refuse it.
+    """
+
+    entries: tuple[_QueueEntry, ...]
+    reason: str
+    overflow: tuple[tuple[_QueueEntry | None, str | None], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Package:
+    boost: int
+    reason: str | None
+    always: bool
+
+
+@dataclass(slots=True)
+class _MinuteMemo:
+    """Sites' open states during one UTC minute (minutes since the epoch).
+
+    Only states that hold for the whole minute are kept: opening hours are whole local
+    minutes, so a site's state is constant over a UTC minute unless its zone's offset changes
+    inside it or is not a whole number of minutes (such sites are recomputed every time).
+    """
+
+    minute: int
+    states: dict[str, bool] = field(default_factory=dict)
 
 
 class RoutingTable:
     """Everything about one ``Config`` that does not change between calls, indexed.
 
     Build it once per config (``RoutingTable(config)``) and pass it to ``decide_route``;
-    building costs O(queues x agents), a decision then costs O(queues requiring the call's
-    skills) plus the expected-wait estimate of the queue (and its overflow) when overflow is
-    configured. Immutable after construction.
+    building costs O(queues x agents), a decision then costs O(asked skills) once its
+    (language, asked skills) plan is memoized, plus O(queues requiring them) the first time,
+    plus the open state of the sites concerned once per minute. The config-derived indexes
+    are immutable after construction; the memos are bounded and hold values of pure
+    functions of (config, key), so sharing a table never changes a decision.
     """
 
     __slots__ = (
         "_agents",
+        "_base_rank",
+        "_base_reason",
         "_by_skill",
         "_entries",
+        "_entry_plans",
         "_language_entry",
+        "_languages",
+        "_minute",
+        "_packages",
+        "_plans",
+        "_ranks",
         "_sites",
         "config",
     )
@@ -288,6 +392,28 @@ class RoutingTable:
             k: tuple(v) for k, v in by_skill.items()
         }
         self._language_entry = self._language_siblings(config)
+        priorities = config.sla.priorities
+        self._ranks: dict[str, int] = {name: p.rank for name, p in priorities.items()}
+        if _NORMAL_PRIORITY in priorities:
+            self._base_rank: int = priorities[_NORMAL_PRIORITY].rank
+        else:
+            self._base_rank = min(p.rank for p in priorities.values())
+        self._base_reason = f"priority {self._base_rank} from no open ticket"
+        self._packages: dict[str, _Package] = {
+            name: _Package(
+                boost=p.priority_boost,
+                reason=f"+{p.priority_boost} for package {name}" if p.priority_boost else None,
+                always=p.coverage == "24x7",
+            )
+            for name, p in config.sla.packages.items()
+        }
+        # A call that asks nothing always gets one of these: build them now.
+        self._entry_plans: dict[str, _Plan] = {
+            language: _make_plan(self, language, {}) for language in config.hotline.languages
+        }
+        self._plans: dict[tuple[str, tuple[tuple[str, int], ...]], _Plan] = {}
+        self._languages: dict[str, tuple[str, str | None]] = {}
+        self._minute = _MinuteMemo(minute=-1)
 
     def _language_siblings(self, config: Config) -> dict[str, _QueueEntry]:
         default = self._entries[config.hotline.default_queue]
@@ -313,6 +439,66 @@ class RoutingTable:
     def members(self, queue_id: str) -> tuple[tuple[str, int], ...]:
         """(agent id, penalty) of every member of the queue, best first (KeyError if none)."""
         return self._entries[queue_id].members
+
+    def _language(self, spoken: str) -> tuple[str, str | None]:
+        found = self._languages.get(spoken)
+        if found is not None and type(spoken) is str:
+            return found
+        found = _language_of(self.config, spoken)
+        if type(spoken) is str:  # a str subclass could print otherwise in the note
+            if len(self._languages) >= _MEMO_SIZE:
+                self._languages.clear()
+            self._languages[spoken] = found
+        return found
+
+    def _plan(self, language: str, required: Mapping[str, int]) -> _Plan:
+        if not required:
+            return self._entry_plans[language]
+        asked = tuple(required.items())
+        for skill, level in asked:
+            # Equal keys must print alike in the reason: True == 1 but reads "True".
+            if type(skill) is not str or type(level) is not int:
+                return _make_plan(self, language, required)
+        key = (language, asked)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = _make_plan(self, language, required)
+            if len(self._plans) >= _MEMO_SIZE:
+                self._plans.clear()
+            self._plans[key] = plan
+        return plan
+
+    def _open_now(self, now: dt.datetime) -> _MinuteMemo:
+        # Exact integer minutes: a float timestamp could round an instant into the next one.
+        since = now - _EPOCH
+        minute = since.days * 1440 + since.seconds // 60
+        memo = self._minute
+        if memo.minute != minute:
+            memo = _MinuteMemo(minute)
+            self._minute = memo
+        return memo
+
+    def _site_open(self, site_id: str, now: dt.datetime, memo: _MinuteMemo) -> bool:
+        hours = self._sites.get(site_id)
+        if hours is None:
+            memo.states[site_id] = False
+            return False
+        state = _open(hours, now)
+        if _steady_minute(hours.zone, memo.minute):
+            memo.states[site_id] = state
+        return state
+
+
+def _steady_minute(zone: zoneinfo.ZoneInfo, minute: int) -> bool:
+    """Whether local time in ``zone`` runs as whole minutes through this UTC minute.
+
+    Zone transitions happen at whole seconds and never twice within a minute, so equal
+    offsets at the minute's first and last instant mean one offset throughout.
+    """
+    start = _EPOCH + dt.timedelta(minutes=minute)
+    offset = start.astimezone(zone).utcoffset()
+    last = (start + _LAST_INSTANT).astimezone(zone).utcoffset()
+    return offset is not None and offset == last and offset % _MINUTE == dt.timedelta(0)
 
 
 def _site_hours(site: Site) -> _SiteHours:
@@ -348,6 +534,10 @@ def _queue_entry(config: Config, queue: Queue, index: int) -> _QueueEntry:
         members=tuple((agent_id, penalty) for penalty, _, agent_id in members),
         excluded=tuple(excluded),
         sites=tuple(sorted(sites, key=lambda s: site_order.get(s, len(site_order)))),
+        closed_reason=f"{queue.id}: no site of a member is open",
+        queued_reason=(
+            f"queue {queue.id}: {len(members)} eligible, max penalty 0 widening to {final}"
+        ),
     )
 
 
@@ -383,7 +573,8 @@ def _open(hours: _SiteHours, now: dt.datetime) -> bool:
 
 
 def _aware(now: dt.datetime) -> dt.datetime:
-    if now.tzinfo is None or now.utcoffset() is None:
+    zone = now.tzinfo
+    if zone is not dt.UTC and (zone is None or now.utcoffset() is None):
         raise ValueError("now must be timezone-aware")
     return now
 
@@ -399,30 +590,34 @@ def _language_of(config: Config, spoken: str) -> tuple[str, str | None]:
     return default, f"language {spoken!r} not offered; {default} applies"
 
 
-def _priority(config: Config, facts: CallFacts, reasons: list[str]) -> int:
-    priorities = config.sla.priorities
-    if _NORMAL_PRIORITY in priorities:
-        rank = priorities[_NORMAL_PRIORITY].rank
+def _priority(table: RoutingTable, facts: CallFacts, reasons: list[str]) -> tuple[int, bool]:
+    """The call's priority, and whether its SLA package covers every hour (24x7)."""
+    rank = table._base_rank
+    source: TicketFacts | None = None
+    if facts.open_tickets:
+        ranks = table._ranks
+        for ticket in facts.open_tickets:
+            level = ranks.get(ticket.priority)
+            if level is None:
+                reasons.append(f"ticket {ticket.number}: unknown priority {ticket.priority!r}")
+            elif level > rank:
+                # A ticket only raises: the call may be about something new.
+                rank, source = level, ticket
+    if source is None:
+        reasons.append(table._base_reason)
     else:
-        rank = min(p.rank for p in priorities.values())
-    source = "no open ticket"
-    for ticket in facts.open_tickets:
-        level = priorities.get(ticket.priority)
-        if level is None:
-            reasons.append(f"ticket {ticket.number}: unknown priority {ticket.priority!r}")
-        elif level.rank > rank:
-            # A ticket only raises: the call may be about something new.
-            rank, source = level.rank, f"ticket {ticket.number} ({ticket.priority})"
-    reasons.append(f"priority {rank} from {source}")
+        reasons.append(f"priority {rank} from ticket {source.number} ({source.priority})")
     customer = facts.customer
-    if customer is not None and customer.sla_package is not None:
-        package = config.sla.packages.get(customer.sla_package)
-        if package is None:
-            reasons.append(f"unknown SLA package {customer.sla_package!r}: no boost")
-        elif package.priority_boost:
-            rank += package.priority_boost
-            reasons.append(f"+{package.priority_boost} for package {customer.sla_package}")
-    return rank
+    if customer is None or customer.sla_package is None:
+        return rank, False
+    package = table._packages.get(customer.sla_package)
+    if package is None:
+        reasons.append(f"unknown SLA package {customer.sla_package!r}: no boost")
+        return rank, False
+    if package.reason is not None:
+        rank += package.boost
+        reasons.append(package.reason)
+    return rank, package.always
 
 
 def _covers(entry: _QueueEntry, required: Mapping[str, int]) -> bool:
@@ -440,42 +635,56 @@ def _language_rank(entry: _QueueEntry, language: str) -> int:
     return 1 if not entry.languages else 2
 
 
-def _candidates(
-    table: RoutingTable, facts: CallFacts, language: str, reasons: list[str]
-) -> list[_QueueEntry]:
-    required = facts.required_skills
+def _make_plan(table: RoutingTable, language: str, required: Mapping[str, int]) -> _Plan:
+    entries: tuple[_QueueEntry, ...]
     if not required:
-        entry = (
-            table._language_entry.get(language)
-            or table._entries[table.config.hotline.default_queue]
-        )
         default = table._entries[table.config.hotline.default_queue]
-        reasons.append(f"no skills asked: entry queue {entry.queue.id} for language {language}")
-        return [entry] if entry is default else [entry, default]
-    pools = [table._by_skill.get(skill, ()) for skill in required]
-    smallest = min(pools, key=len)
-    qualified = [e for e in smallest if _covers(e, required)]
-    qualified.sort(key=lambda e: (_language_rank(e, language), e.index))
-    asked = ", ".join(f"{s}>={lvl}" for s, lvl in sorted(required.items()))
-    if qualified:
-        reasons.append(
-            f"qualified for {asked}: {', '.join(e.queue.id for e in qualified)}"
-            f" (language {language} first)"
-        )
+        entry = table._language_entry.get(language) or default
+        reason = f"no skills asked: entry queue {entry.queue.id} for language {language}"
+        entries = (entry,) if entry is default else (entry, default)
     else:
-        reasons.append(f"no queue admits only agents with {asked}")
-    return qualified
+        pools = [table._by_skill.get(skill, ()) for skill in required]
+        smallest = min(pools, key=len)
+        qualified = [e for e in smallest if _covers(e, required)]
+        qualified.sort(key=lambda e: (_language_rank(e, language), e.index))
+        asked = ", ".join(f"{s}>={lvl}" for s, lvl in sorted(required.items()))
+        if qualified:
+            reason = (
+                f"qualified for {asked}: {', '.join(e.queue.id for e in qualified)}"
+                f" (language {language} first)"
+            )
+        else:
+            reason = f"no queue admits only agents with {asked}"
+        entries = tuple(qualified)
+    overflow = tuple(_overflow_target(table, e, language, required) for e in entries)
+    return _Plan(entries=entries, reason=reason, overflow=overflow)
+
+
+def _overflow_target(
+    table: RoutingTable, entry: _QueueEntry, language: str, required: Mapping[str, int]
+) -> tuple[_QueueEntry | None, str | None]:
+    overflow = entry.queue.overflow
+    if overflow is None:
+        return None, None
+    target = table._entries.get(overflow.queue)
+    if target is None or not _covers(target, required):
+        return target, "not qualified for this call"
+    if _language_rank(target, language) > _language_rank(entry, language):
+        return target, f"not in language {language}"
+    return target, None
 
 
 def _queue_open(
-    table: RoutingTable, entry: _QueueEntry, now: dt.datetime, seen: dict[str, bool]
+    table: RoutingTable, entry: _QueueEntry, now: dt.datetime, memo: _MinuteMemo | None
 ) -> bool:
+    """Whether a site of a member is open; ``memo`` None means 24x7 coverage (always open)."""
+    if memo is None:
+        return True
+    states = memo.states
     for site_id in entry.sites:
-        state = seen.get(site_id)
+        state = states.get(site_id)
         if state is None:
-            hours = table._sites.get(site_id)
-            state = hours is not None and _open(hours, now)
-            seen[site_id] = state
+            state = table._site_open(site_id, now, memo)
         if state:
             return True
     return False
@@ -498,7 +707,10 @@ def _qualified_agent(agent: Agent | None, required: Mapping[str, int]) -> bool:
     if agent is None:
         return False
     skills = agent.skills
-    return all(skills.get(s, 0) >= lvl for s, lvl in required.items())
+    for skill, level in required.items():  # noqa: SIM110 -- no generator on the hot path
+        if not skills.get(skill, 0) >= level:
+            return False
+    return True
 
 
 def _preferred(
@@ -508,15 +720,17 @@ def _preferred(
     reasons: list[str],
 ) -> str | None:
     """The agent to ring first: available, qualified, owner of the most urgent ticket first."""
-    people: list[tuple[str, str]] = []
-    priorities = table.config.sla.priorities
-    tickets = sorted(
-        (t for t in facts.open_tickets if t.owner is not None),
-        key=lambda t: -(priorities[t.priority].rank if t.priority in priorities else -1),
-    )
-    people.extend((t.owner, f"owner of ticket {t.number}") for t in tickets if t.owner)
-    if facts.customer is not None and facts.customer.account_manager is not None:
-        people.append((facts.customer.account_manager, "account manager"))
+    customer = facts.customer
+    manager = None if customer is None else customer.account_manager
+    if not facts.open_tickets and manager is None:
+        return None
+    owned = [t for t in facts.open_tickets if t.owner]
+    if len(owned) > 1:
+        ranks = table._ranks
+        owned.sort(key=lambda t: -ranks.get(t.priority, -1))  # stable: most urgent first
+    people = [(t.owner, f"owner of ticket {t.number}") for t in owned if t.owner]
+    if manager is not None:
+        people.append((manager, "account manager"))
     for agent_id, role in people:
         agent = table._agents.get(agent_id)
         if agent is None:
@@ -539,8 +753,9 @@ def _preferred(
 
 def _has_preferred_person(table: RoutingTable, facts: CallFacts) -> bool:
     agents = table._agents
-    if any(t.owner in agents for t in facts.open_tickets if t.owner is not None):
-        return True
+    for ticket in facts.open_tickets:
+        if ticket.owner is not None and ticket.owner in agents:
+            return True
     customer = facts.customer
     return customer is not None and customer.account_manager in agents
 
@@ -572,18 +787,19 @@ def decide_route(
     elif table.config is not config:
         raise ValueError("the routing table was built from another config")
     reasons: list[str] = [f"hotline {facts.dialed or '?'}"]
-    language, note = _language_of(config, facts.language)
+    language, note = table._language(facts.language)
     if note is not None:
         reasons.append(note)
-    priority = _priority(config, facts, reasons)
+    priority, always = _priority(table, facts, reasons)
     if _has_preferred_person(table, facts):
         # Whatever happens next (rung, unavailable, closed): the priority the call has in a
         # queue, and its callback, does not depend on the moment.
         priority += PREFERRED_FALLBACK_BOOST
-        reasons.append(f"+{PREFERRED_FALLBACK_BOOST} for a preferred agent's fallback")
+        reasons.append(_PREFERRED_BOOST_REASON)
 
-    candidates = _candidates(table, facts, language, reasons)
-    if not candidates:
+    plan = table._plan(language, facts.required_skills)
+    reasons.append(plan.reason)
+    if not plan.entries:
         reasons.append("unroutable: callback offered")
         return RouteDecision(
             status="unroutable",
@@ -595,20 +811,15 @@ def decide_route(
             reasons=tuple(reasons),
         )
 
-    customer = facts.customer
-    package = (
-        config.sla.packages.get(customer.sla_package)
-        if customer is not None and customer.sla_package is not None
-        else None
-    )
-    always = package is not None and package.coverage == "24x7"
-    ctx = _Context(table, facts, language, now, always, reasons)
+    # 24x7 coverage: every queue counts as open and no clock is read (memo None).
+    memo = None if always else table._open_now(now)
     chosen: _QueueEntry | None = None
-    for entry in candidates:
-        if ctx.is_open(entry):
+    position = 0
+    for position, entry in enumerate(plan.entries):  # noqa: B007 -- position is used below
+        if _queue_open(table, entry, now, memo):
             chosen = entry
             break
-        reasons.append(f"{entry.queue.id}: no site of a member is open")
+        reasons.append(entry.closed_reason)
     if chosen is None:
         reasons.append("closed: callback offered")
         return RouteDecision(
@@ -621,54 +832,38 @@ def decide_route(
             reasons=tuple(reasons),
         )
     if always:
+        customer = facts.customer
         reasons.append(f"24x7 coverage ({customer.sla_package if customer else '?'})")
 
     overflowed_from: str | None = None
     estimate: WaitEstimate | None = None
     if view is not None:
-        chosen, overflowed_from, estimate = _overflow(ctx, chosen, view)
+        overflow = plan.overflow[position]
+        chosen, overflowed_from, estimate = _overflow(
+            table, chosen, overflow, view, now=now, memo=memo, reasons=reasons
+        )
 
     preferred = _preferred(table, facts, view, reasons)
-    queue = chosen.queue
-    reasons.append(
-        f"queue {queue.id}: {len(chosen.members)} eligible, max penalty 0 "
-        f"widening to {queue.final_max_penalty}"
+    reasons.append(chosen.queued_reason)
+    return _queued(
+        chosen,
+        priority,
+        tuple(reasons),
+        preferred,
+        overflowed_from,
+        estimate,
     )
-    return RouteDecision(
-        status="queued",
-        queue=queue.id,
-        priority=priority,
-        max_penalty=0,
-        min_penalty=0,
-        max_wait=queue.max_wait,
-        reasons=tuple(reasons),
-        preferred_agent=preferred,
-        preferred_ring_seconds=DEFAULT_PREFERRED_RING_SECONDS if preferred else 0,
-        overflowed_from=overflowed_from,
-        expected_wait=estimate,
-        eligible=chosen.members,
-        excluded=chosen.excluded,
-    )
-
-
-@dataclass(slots=True)
-class _Context:
-    """One decision's inputs and memo of site states (per call, never shared)."""
-
-    table: RoutingTable
-    facts: CallFacts
-    language: str
-    now: dt.datetime
-    always: bool
-    reasons: list[str]
-    seen: dict[str, bool] = field(default_factory=dict)
-
-    def is_open(self, entry: _QueueEntry) -> bool:
-        return self.always or _queue_open(self.table, entry, self.now, self.seen)
 
 
 def _overflow(
-    ctx: _Context, chosen: _QueueEntry, view: RoutingView
+    table: RoutingTable,
+    chosen: _QueueEntry,
+    planned: tuple[_QueueEntry | None, str | None],
+    view: RoutingView,
+    *,
+    now: dt.datetime,
+    memo: _MinuteMemo | None,
+    reasons: list[str],
 ) -> tuple[_QueueEntry, str | None, WaitEstimate | None]:
     overflow = chosen.queue.overflow
     if overflow is None:
@@ -676,29 +871,20 @@ def _overflow(
     here, estimate = _wait(view, chosen.queue.id)
     if here is None or here <= overflow.expected_wait_over:
         return chosen, None, estimate
-    target = ctx.table._entries.get(overflow.queue)
-    refusal = _overflow_refusal(ctx, chosen, target)
+    target, refusal = planned
+    if refusal is None and target is not None and not _queue_open(table, target, now, memo):
+        refusal = "closed"
     there, other = (None, None) if target is None else _wait(view, target.queue.id)
     if refusal is None and (there is None or there >= here):
         refusal = "not shorter"
     if refusal is not None or target is None or there is None:
-        ctx.reasons.append(f"overflow {overflow.queue}: {refusal}")
+        reasons.append(f"overflow {overflow.queue}: {refusal}")
         return chosen, None, estimate
-    ctx.reasons.append(
+    reasons.append(
         f"overflow {chosen.queue.id} -> {target.queue.id}: expected wait "
         f"{here:g} s > {overflow.expected_wait_over} s, there {there:g} s"
     )
     return target, chosen.queue.id, other
-
-
-def _overflow_refusal(ctx: _Context, chosen: _QueueEntry, target: _QueueEntry | None) -> str | None:
-    if target is None or not _covers(target, ctx.facts.required_skills):
-        return "not qualified for this call"
-    if _language_rank(target, ctx.language) > _language_rank(chosen, ctx.language):
-        return f"not in language {ctx.language}"
-    if not ctx.is_open(target):
-        return "closed"
-    return None
 
 
 def explain_agents(

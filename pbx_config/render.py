@@ -152,6 +152,10 @@ _AMI_EVENTS: tuple[str, ...] = (
     "CoreShowChannel",
     "CoreShowChannelsComplete",
     "UserEvent",
+    # A ticket owner or account manager is rung with Dial() before the queue.
+    "DialBegin",
+    "DialEnd",
+    "OriginateResponse",
 )
 
 _MAX_PENALTY_DEFAULT = 0  # fully qualified agents only, until the queue's rule widens it
@@ -567,6 +571,7 @@ def _hotline_context(config: Config) -> str:
             # AGISTATUS alone proves nothing (a closed connection also reads SUCCESS, and
             # one failed prompt turns it to FAILURE for the rest of the session).
             _step("Set(FIRSTLINE_QUEUE=)"),
+            _step("Set(FIRSTLINE_PREFERRED=)"),
             _step(f"AGI({_agi(config, 'route')},${{FIRSTLINE_DIALED}})"),
             _step('GotoIf($["${FIRSTLINE_QUEUE}" != ""]?queue,1)'),
             _step("Goto(fallback,1)"),
@@ -584,6 +589,13 @@ def _hotline_context(config: Config) -> str:
             _step(
                 'ExecIf($["${FIRSTLINE_MIN_PENALTY}" != ""]?'
                 "Set(QUEUE_MIN_PENALTY=${FIRSTLINE_MIN_PENALTY}))"
+            ),
+            # The caller's ticket owner or account manager first, when the daemon names
+            # one; without an answer the call goes on into the queue, raised in priority.
+            # (Without Dial's "g" option an answered call ends here when it is over.)
+            _step(
+                'ExecIf($["${FIRSTLINE_PREFERRED}" != ""]?'
+                "Dial(${FIRSTLINE_PREFERRED},${FIRSTLINE_PREFERRED_RING}))"
             ),
             _step(
                 "Queue(${FIRSTLINE_QUEUE},,,,"
@@ -660,6 +672,7 @@ def _transfer(config: Config, code: str, target: str) -> list[str]:
         code,
         [
             "Set(FIRSTLINE_QUEUE=)",
+            _step("Set(FIRSTLINE_PREFERRED=)"),
             _step(f"AGI({_agi(config, 'transfer')},{target})"),
             _step('GotoIf($["${FIRSTLINE_QUEUE}" != ""]?firstline-hotline,queue,1)'),
             _step("Goto(firstline-hotline,fallback,1)"),

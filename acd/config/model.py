@@ -21,6 +21,7 @@ import itertools
 import re
 import zoneinfo
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -56,6 +57,7 @@ __all__ = [
     "Sla",
     "SlaPackage",
     "SlaPriority",
+    "Store",
 ]
 
 MAX_LEVEL = 5
@@ -115,6 +117,10 @@ class Hotline(_Model):
         pattern=r"^[A-Z]{2}$",
         description="Default region (ISO 3166-1 alpha-2) for normalising callers' numbers.",
     )
+    preferred_ring: PositiveSeconds = Field(
+        default=15,
+        description="Seconds a caller's ticket owner or account manager rings before the queue.",
+    )
     default_queue: Id = Field(
         description="First-level queue every call falls back to when routing is unavailable.",
     )
@@ -172,6 +178,25 @@ class Daemon(_Model):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Lowest level the daemon logs."
     )
+
+
+class Store(_Model):
+    """Where tickets, customers and call records are kept."""
+
+    url: str | None = Field(
+        default=None,
+        pattern=r"^(sqlite\+aiosqlite|postgresql\+asyncpg)://",
+        description=(
+            "SQLAlchemy URL: sqlite+aiosqlite:///PATH (embedded) or "
+            "postgresql+asyncpg://USER@HOST/DB. Default: firstline.db beside the config file."
+        ),
+    )
+
+    def resolved_url(self, config_dir: Path) -> str:
+        """The URL to use: the configured one, or firstline.db in the config's folder."""
+        if self.url is not None:
+            return self.url
+        return f"sqlite+aiosqlite:///{(config_dir / 'firstline.db').resolve()}"
 
 
 class Sip(_Model):
@@ -509,6 +534,7 @@ class Config(_Model):
     hotline: Hotline = Field(description="The hotline callers dial.")
     daemon: Daemon = Field(description="The Firstline daemon.")
     sip: Sip = Field(default_factory=Sip, description="SIP transport.")
+    store: Store = Field(default_factory=Store, description="Tickets and customers.")
     skills: list[Skill] = Field(min_length=1, description="All skills.")
     queues: list[Queue] = Field(min_length=1, description="All queues.")
     agents: list[Agent] = Field(default_factory=list, description="All agents.")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -74,7 +75,13 @@ class DaemonProcess:
         asterisk_conf: Path | None = None,
     ) -> None:
         self.log_path = log_path
+        if config_path.parent != log_path.parent:
+            # The daemon keeps its database beside the config: never in the repository.
+            copied = log_path.parent / config_path.name
+            shutil.copy(config_path, copied)
+            config_path = copied
         self.config_path = config_path
+        self.store_url = f"sqlite+aiosqlite:///{config_path.parent.resolve() / 'firstline.db'}"
         self.pid_file = log_path.with_suffix(".pid")
         self._asterisk_conf = asterisk_conf
         self._env = {**live_env(), **(env or {})}
