@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
+import getpass
 import os
 import signal
 import sys
@@ -19,7 +21,9 @@ import urllib.request
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from acd.admin import CustomerFileError, parse_customers, ticket_json, ticket_line
 from acd.ami import AmiClient, AmiError, Event
 from acd.config import (
     Config,
@@ -30,6 +34,14 @@ from acd.config import (
 )
 from acd.daemon import Daemon
 from acd.log import configure_logging
+from acd.tickets import (
+    Customer,
+    IllegalTransition,
+    TicketStatus,
+    TicketStore,
+    TicketStoreError,
+    migrate,
+)
 from pbx_config import RenderError, render, write_rendered
 
 __all__ = ["main"]
@@ -197,6 +209,129 @@ def _cmd_call(args: argparse.Namespace) -> int:
     return asyncio.run(_place_call(config, number, args.caller_id, args.watch))
 
 
+def _open_store(args: argparse.Namespace) -> tuple[Config, str] | None:
+    config = _load(args.config)
+    if config is None:
+        return None
+    return config, config.store.resolved_url(args.config.parent)
+
+
+async def _tickets(args: argparse.Namespace, url: str) -> int:
+    await migrate(url)
+    now = dt.datetime.now(dt.UTC)
+    actor = args.actor if "actor" in args and args.actor else getpass.getuser()
+    async with TicketStore(url) as store:
+        try:
+            if args.action == "list":
+                tickets = await store.list(
+                    status=args.status, owner=args.owner, open_only=args.open
+                )
+                for ticket in tickets:
+                    print(ticket_json(ticket) if args.json else ticket_line(ticket))
+                return 0
+            if args.action == "show":
+                ticket = await store.get(args.number)
+                history = await store.history(args.number)
+                if args.json:
+                    print(ticket_json(ticket, history))
+                else:
+                    print(ticket_line(ticket))
+                    for entry in history:
+                        change = " -> ".join(v for v in (entry.old_value, entry.new_value) if v)
+                        print(
+                            f"  {entry.at:%Y-%m-%d %H:%M:%S}Z {entry.actor}: {entry.kind} "
+                            f"{change}{f' ({entry.reason})' if entry.reason else ''}"
+                        )
+                return 0
+            if args.action == "set-status":
+                ticket = await store.set_status(
+                    args.number, args.status, actor=actor, reason=args.reason, now=now
+                )
+            elif args.action == "assign":
+                agent = None if args.agent == "nobody" else args.agent
+                ticket = await store.assign(args.number, agent, actor=actor, now=now)
+            else:
+                await store.add_note(args.number, args.text, actor=actor, now=now)
+                ticket = await store.get(args.number)
+        except (TicketStoreError, IllegalTransition) as error:
+            print(f"acd tickets: {error}", file=sys.stderr)
+            return 1
+        print(ticket_json(ticket) if args.json else ticket_line(ticket))
+        return 0
+
+
+def _cmd_tickets(args: argparse.Namespace) -> int:
+    opened = _open_store(args)
+    if opened is None:
+        return 1
+    config, url = opened
+    agents = {agent.id for agent in config.agents}
+    if args.action == "assign" and args.agent != "nobody" and args.agent not in agents:
+        print(f"acd tickets: unknown agent {args.agent!r}", file=sys.stderr)
+        return 1
+    return asyncio.run(_tickets(args, url))
+
+
+async def _import_customers(customers: list[Customer], url: str) -> int:
+    await migrate(url)
+    async with TicketStore(url) as store:
+        return await store.import_customers(customers)
+
+
+def _cmd_customers_import(args: argparse.Namespace) -> int:
+    opened = _open_store(args)
+    if opened is None:
+        return 1
+    config, url = opened
+    try:
+        customers = parse_customers(args.file, config)
+        count = asyncio.run(_import_customers(customers, url))
+    except CustomerFileError as error:
+        print(error, file=sys.stderr)
+        print(f"{args.file}: nothing was imported", file=sys.stderr)
+        return 1
+    except TicketStoreError as error:
+        print(f"{args.file}: {error}; nothing was imported", file=sys.stderr)
+        return 1
+    print(f"imported {count} customers from {args.file}")
+    return 0
+
+
+def _add_store_commands(sub: Any) -> None:
+    tickets = sub.add_parser("tickets", help="list, show and change tickets")
+    tickets.add_argument("config", type=Path)
+    tickets.add_argument("--json", action="store_true", help="one JSON object per ticket")
+    tickets.set_defaults(func=_cmd_tickets)
+    actions = tickets.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="tickets, oldest first")
+    listing.add_argument("--status", choices=[s.value for s in TicketStatus])
+    listing.add_argument("--owner")
+    listing.add_argument("--open", action="store_true", help="only tickets not done")
+    actions.add_parser("show", help="one ticket with its history").add_argument("number")
+    set_status = actions.add_parser("set-status", help="move a ticket (the lifecycle decides)")
+    set_status.add_argument("number")
+    set_status.add_argument("status", choices=[s.value for s in TicketStatus])
+    set_status.add_argument("--reason", required=True)
+    set_status.add_argument("--actor")
+    assign = actions.add_parser("assign", help="give a ticket an owner ('nobody' to clear)")
+    assign.add_argument("number")
+    assign.add_argument("agent")
+    assign.add_argument("--actor")
+    note = actions.add_parser("note", help="add a note to a ticket's history")
+    note.add_argument("number")
+    note.add_argument("text")
+    note.add_argument("--actor")
+
+    customers = sub.add_parser("customers", help="the customer directory")
+    customers.add_argument("config", type=Path)
+    customer_actions = customers.add_subparsers(dest="action", required=True)
+    importing = customer_actions.add_parser(
+        "import", help="import a CSV or YAML directory (all or nothing)"
+    )
+    importing.add_argument("file", type=Path)
+    importing.set_defaults(func=_cmd_customers_import)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="acd", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -234,6 +369,8 @@ def _parser() -> argparse.ArgumentParser:
     ready.add_argument("config", type=Path)
     ready.add_argument("--timeout", type=float, default=15.0)
     ready.set_defaults(func=_cmd_wait_ready)
+
+    _add_store_commands(sub)
 
     call = sub.add_parser("call", help="place a test call into the hotline (Local channel)")
     call.add_argument("config", type=Path)
