@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import heapq
 import math
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from acd.erlang import average_speed_of_answer, erlang_c
@@ -13,6 +14,7 @@ from acd.expected_wait import (
     DEFAULT_MIN_SAMPLES,
     QueueSnapshot,
     WaitEstimate,
+    _release_time_in_rounds,
     busy_remaining,
     expected_wait,
     rounded_up_minutes,
@@ -140,7 +142,8 @@ def test_averaged_over_steady_state_positions_it_is_the_erlang_c_asa(agents: int
 
 
 def test_deep_queue_many_agents() -> None:
-    # Position 1000, 500 agents: 999 heap operations. Evenly spread remaining times -> p h / N.
+    # Position 1000, 500 agents (every one free within a handle time: served in rounds, no
+    # heap). Evenly spread remaining times -> p h / N.
     spread = tuple(j * 180.0 / 500 for j in range(1, 501))
     assert expected_wait(_snapshot(1000, busy=spread)).seconds == pytest.approx(360.0)
 
@@ -209,3 +212,67 @@ def test_bounded_by_serving_everyone_ahead_with_the_slowest_agent(snapshot: Queu
     first_free = min([0.0] * snapshot.agents_available + list(snapshot.agents_busy_remaining))
     bound = first_free + (snapshot.position - 1) * snapshot.mean_handle_time
     assert seconds <= bound * (1 + 1e-12)
+
+
+def _heap_release_time(
+    position: int, available: int, busy: tuple[float, ...], handle_time: float
+) -> float:
+    # The straightforward simulation the estimator must agree with to the bit.
+    free_at = [0.0] * available + list(busy)
+    heapq.heapify(free_at)
+    for _ in range(position - 1):
+        heapq.heapreplace(free_at, free_at[0] + handle_time)
+    return free_at[0]
+
+
+_HANDLE_TIMES = st.one_of(
+    st.sampled_from([0.1, 1 / 3, 123.456, 180.0, 299.99999999999994]),
+    st.floats(min_value=0.001, max_value=3600.0),
+)
+
+
+@st.composite
+def _within_one_handle_time(draw: st.DrawFn) -> tuple[int, int, tuple[float, ...], float]:
+    handle_time = draw(_HANDLE_TIMES)
+    fraction = st.one_of(st.sampled_from([0.0, 1.0, 0.5]), st.floats(0.0, 1.0))
+    busy = tuple(min(handle_time, f * handle_time) for f in draw(st.lists(fraction, max_size=40)))
+    available = draw(st.integers(min_value=0 if busy else 1, max_value=5))
+    position = draw(st.integers(min_value=1, max_value=2000))
+    return position, available, busy, handle_time
+
+
+@settings(max_examples=500)
+@given(_within_one_handle_time())
+def test_the_round_shortcut_equals_the_heap_to_the_bit(
+    case: tuple[int, int, tuple[float, ...], float],
+) -> None:
+    position, available, busy, handle_time = case
+    expected = _heap_release_time(position, available, busy, handle_time)
+    assert _release_time_in_rounds(position, available, busy, handle_time) == expected
+    snapshot = _snapshot(position, available=available, busy=busy, aht=handle_time)
+    if position > available:
+        assert expected_wait(snapshot).seconds == expected
+
+
+@given(
+    st.integers(min_value=1, max_value=500),
+    st.integers(min_value=0, max_value=3),
+    st.lists(st.floats(min_value=0.0, max_value=3600.0), min_size=1, max_size=20).map(tuple),
+    _HANDLE_TIMES,
+)
+def test_any_snapshot_equals_the_heap_to_the_bit(
+    position: int, available: int, busy: tuple[float, ...], handle_time: float
+) -> None:
+    # Remaining times beyond one handle time take the heap; within it, the rounds.
+    snapshot = _snapshot(position, available=available, busy=busy, aht=handle_time)
+    expected = (
+        0.0 if position <= available else _heap_release_time(position, available, busy, handle_time)
+    )
+    assert expected_wait(snapshot).seconds == expected
+
+
+def test_rounds_add_handle_times_one_by_one_like_the_heap() -> None:
+    # 0.1 added ten times is not 10 * 0.1: the shortcut must follow the heap's sums.
+    seconds = expected_wait(_snapshot(21, busy=(0.1, 0.05), aht=0.1)).seconds
+    assert seconds == _heap_release_time(21, 0, (0.1, 0.05), 0.1)
+    assert seconds != 0.05 + 10 * 0.1
