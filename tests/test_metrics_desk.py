@@ -8,7 +8,6 @@ as Prometheus would scrape them, and on hand-made records for the outcomes it la
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -16,7 +15,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from acd.ami.codec import NEED_DATA, AmiParser, Closed, Event
+from acd.ami.codec import Event
 from acd.state import (
     AgentChanged,
     Anomaly,
@@ -28,8 +27,8 @@ from acd.state import (
 )
 from acd.state_machines import AgentState
 from metrics.desk import OTHER, WAIT_BUCKETS, DeskMetrics
+from tests.ami_transcripts import load_state_transcript
 
-TRANSCRIPT = Path(__file__).parent / "transcripts" / "ami" / "state_queue_life.bin"
 AGENTS = {"Local/alice@test-agents": "alice", "Local/bob@test-agents": "bob"}
 ALICE, BOB = AGENTS
 Q, Q2 = "first-level", "second-printing"
@@ -81,36 +80,8 @@ def _load_transcript() -> tuple[
     list[tuple[Event, float]], list[tuple[float, list[Event], list[Event]]]
 ]:
     """The broadcast events with their time, and each QueueStatus + CoreShowChannels answer."""
-    parser = AmiParser()
-    parser.receive_data(TRANSCRIPT.read_bytes())
-    parser.receive_data(b"")
-    events: list[tuple[Event, float]] = []
-    resyncs: list[tuple[float, list[Event], list[Event]]] = []
-    pending: tuple[float, list[Event], list[Event]] | None = None
-    now = 0.0
-    while True:
-        message = parser.next_message()
-        if message is NEED_DATA or isinstance(message, Closed):
-            break
-        if not isinstance(message, Event):
-            continue
-        stamp = message.get("Timestamp")
-        if stamp is not None:
-            now = float(stamp)
-        if message.get("ActionID") is None:
-            events.append((message, now))
-            continue
-        # an action's list: QueueStatus, then CoreShowChannels, ended by its Complete
-        if pending is None:
-            pending = (now, [], [])
-            resyncs.append(pending)
-        if message.name.startswith("Queue") and message.name != "QueueStatusComplete":
-            pending[1].append(message)
-        elif message.name == "CoreShowChannel":
-            pending[2].append(message)
-        elif message.name == "CoreShowChannelsComplete":
-            pending = None
-    return events, resyncs
+    transcript = load_state_transcript()
+    return transcript.broadcast, [(r.now, r.queue_status, r.channels) for r in transcript.resyncs]
 
 
 def _state(short: int = 5) -> LiveState:

@@ -9,15 +9,13 @@ CoreShowChannels three times along the way.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from acd.ami.codec import NEED_DATA, AmiParser, Closed, Event
+from acd.ami.codec import Event
 from acd.state import (
     AgentChanged,
     Anomaly,
@@ -29,69 +27,14 @@ from acd.state import (
     StateSnapshot,
 )
 from acd.state_machines import FINAL_CALL_STATES, AgentState, CallState
+from tests.ami_transcripts import Resync, load_state_transcript
 
-TRANSCRIPT = Path(__file__).parent / "transcripts" / "ami" / "state_queue_life.bin"
 AGENTS = {"Local/alice@test-agents": "alice", "Local/bob@test-agents": "bob"}
 C1, C2, C3 = "1795433806.1", "1795433807.5", "1795433808.7"
 Q = "first-level"
 
 
-@dataclass
-class _Resync:
-    """One QueueStatus + CoreShowChannels answer, and the time just before it."""
-
-    now: float
-    queue_status: list[Event] = field(default_factory=list)
-    channels: list[Event] = field(default_factory=list)
-
-
-@dataclass
-class _Transcript:
-    steps: list[tuple[Event, float] | _Resync]
-
-    @property
-    def broadcast(self) -> list[tuple[Event, float]]:
-        return [s for s in self.steps if not isinstance(s, _Resync)]
-
-    @property
-    def resyncs(self) -> list[_Resync]:
-        return [s for s in self.steps if isinstance(s, _Resync)]
-
-
-def _load() -> _Transcript:
-    parser = AmiParser()
-    parser.receive_data(TRANSCRIPT.read_bytes())
-    parser.receive_data(b"")
-    steps: list[tuple[Event, float] | _Resync] = []
-    now = 0.0
-    pending: _Resync | None = None
-    while True:
-        message = parser.next_message()
-        if message is NEED_DATA or isinstance(message, Closed):
-            break
-        if not isinstance(message, Event):
-            continue
-        # events of an action's list carry no Timestamp: they belong to "now"
-        stamp = message.get("Timestamp")
-        if stamp is not None:
-            now = float(stamp)
-        if message.get("ActionID") is None:
-            steps.append((message, now))
-            continue
-        if pending is None:
-            pending = _Resync(now)
-            steps.append(pending)
-        if message.name.startswith("Queue"):
-            if message.name != "QueueStatusComplete":
-                pending.queue_status.append(message)
-        elif message.name == "CoreShowChannel":
-            pending.channels.append(message)
-        elif message.name == "CoreShowChannelsComplete":
-            pending = None
-    return _Transcript(steps)
-
-
-TRANSCRIPT_DATA = _load()
+TRANSCRIPT_DATA = load_state_transcript()
 
 
 def _state(short: int = 5, wrapup: int = 0, **kwargs: Any) -> LiveState:
@@ -190,7 +133,7 @@ def test_unpause_emits_agent_change_with_reason_then_without() -> None:
 def test_resync_from_scratch_matches_the_incremental_state(index: int) -> None:
     incremental = _state()
     for step in TRANSCRIPT_DATA.steps:
-        if isinstance(step, _Resync):
+        if isinstance(step, Resync):
             if step is TRANSCRIPT_DATA.resyncs[index]:
                 break
             continue
@@ -207,7 +150,7 @@ def test_resync_from_scratch_matches_the_incremental_state(index: int) -> None:
 def test_resync_of_a_correct_state_changes_nothing(index: int) -> None:
     state = _state()
     for step in TRANSCRIPT_DATA.steps:
-        if isinstance(step, _Resync):
+        if isinstance(step, Resync):
             if step is TRANSCRIPT_DATA.resyncs[index]:
                 break
             continue
@@ -561,7 +504,7 @@ def test_any_interleaving_never_raises_and_keeps_invariants(steps: list[Any]) ->
 
 def _prefix_until(index: int) -> Iterator[tuple[Event, float]]:
     for step in TRANSCRIPT_DATA.steps:
-        if isinstance(step, _Resync):
+        if isinstance(step, Resync):
             if step is TRANSCRIPT_DATA.resyncs[index]:
                 return
             continue
