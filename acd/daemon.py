@@ -38,6 +38,7 @@ from acd.routing import (
     RoutingView,
     TicketFacts,
     decide_route,
+    decide_transfer,
     explain_agents,
     parse_skill_list,
     queue_memberships,
@@ -129,7 +130,11 @@ class Daemon:
         self._agi = AgiServer(
             host=link.agi.host,
             port=link.agi.port,
-            handlers={"route": self._route, "agent": self._agent_feature},
+            handlers={
+                "route": self._route,
+                "agent": self._agent_feature,
+                "transfer": self._transfer,
+            },
             on_request_done=self._health.agi_request_done,
         )
         self._exporter = MetricsExporter(
@@ -443,6 +448,47 @@ class Daemon:
                 priority=decision.priority,
                 queue=decision.queue,
             )
+        )
+
+    async def _transfer(self, session: AgiSession) -> None:
+        """An agent handed the caller on (blind transfer to a transfer code).
+
+        Runs on the caller's channel, which still carries what the IVR captured
+        (FIRSTLINE_SKILLS), its priority and ticket variables: only the target changes.
+        """
+        args = session.request.args
+        target = args[0] if args else ""
+        if target not in ("second-level", "supervisor"):
+            session.log.warning("call.transfer_unknown_target", target=target[:40])
+            return
+        skills_text = await session.get_variable("FIRSTLINE_SKILLS") or ""
+        required, _ignored = parse_skill_list(skills_text, {s.id for s in self._config.skills})
+        priority = await session.get_variable("FIRSTLINE_PRIO") or "0"
+        async with asyncio.timeout(self._config.daemon.route_timeout):
+            decision = decide_transfer(
+                self._table,
+                "second-level" if target == "second-level" else "supervisor",
+                required,
+                self._routing_view(self._now()),
+            )
+            if decision.preferred_agent is not None:
+                preferred = self._config.agent(decision.preferred_agent)
+                await session.set_variable("FIRSTLINE_PREFERRED", preferred.dial_interface)
+                await session.set_variable(
+                    "FIRSTLINE_PREFERRED_RING", str(self._config.hotline.preferred_ring)
+                )
+            queue = self._config.queue(decision.queue)
+            await session.set_variable("FIRSTLINE_PRIO", priority if priority.isdigit() else "0")
+            await session.set_variable("FIRSTLINE_MAX_PENALTY", "0")
+            await session.set_variable("FIRSTLINE_MAX_WAIT", str(queue.max_wait))
+            await session.set_variable("FIRSTLINE_QUEUE", queue.id)
+        session.log.info(
+            "call.transferred",
+            target=target,
+            queue=queue.id,
+            preferred_agent=decision.preferred_agent,
+            priority=priority,
+            reasons=list(decision.reasons),
         )
 
     async def _caller_record(

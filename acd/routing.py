@@ -80,7 +80,10 @@ __all__ = [
     "RoutingTable",
     "RoutingView",
     "TicketFacts",
+    "TransferDecision",
+    "TransferTarget",
     "decide_route",
+    "decide_transfer",
     "explain_agents",
     "is_open",
     "language_skill",
@@ -934,3 +937,53 @@ def parse_skill_list(text: str, known: set[str]) -> tuple[dict[str, int], list[s
             continue
         required[name] = max(required.get(name, 0), int(level or 1))
     return required, ignored
+
+
+TransferTarget = Literal["second-level", "supervisor"]
+
+
+@dataclass(frozen=True, slots=True)
+class TransferDecision:
+    """Where an agent's hand-on sends the caller: a queue, and maybe a supervisor first."""
+
+    queue: str
+    preferred_agent: str | None
+    reasons: tuple[str, ...]
+
+
+def decide_transfer(
+    table: RoutingTable,
+    target: TransferTarget,
+    required_skills: Mapping[str, int],
+    view: RoutingView | None,
+) -> TransferDecision:
+    """The queue (and supervisor) for a call an agent hands on with a transfer code.
+
+    ``second-level``: the first second-level queue (config order) qualified for the call's
+    required skills, else the first second-level queue at all, else the default queue.
+    ``supervisor``: a supervisor shown available in ``view`` rings first (config order),
+    then the call waits in the same queue a second-level hand-on would use. The caller keeps
+    the priority the dialplan already holds: a transfer never sends anyone to the back.
+    """
+    config = table.config
+    second = [e for e in table._entries.values() if e.queue.level == "second"]
+    covering = [e for e in second if _covers(e, required_skills)]
+    if covering:
+        queue, reason = covering[0].queue.id, "second level qualified for the call's skills"
+    elif second:
+        queue, reason = second[0].queue.id, "no second-level queue covers the call's skills"
+    else:
+        queue, reason = config.hotline.default_queue, "no second-level queue: default queue"
+    reasons = [f"transfer to {target}", f"{queue}: {reason}"]
+    preferred = None
+    if target == "supervisor":
+        agents = view.agents if view is not None else {}
+        for agent in config.agents:
+            state = agents.get(agent.id)
+            if agent.supervisor and state is not None and state.available:
+                preferred = agent.id
+                reasons.append(f"supervisor {agent.id} available: rings first")
+                break
+        else:
+            reasons.append("no supervisor available: the queue takes the call")
+    return TransferDecision(queue=queue, preferred_agent=preferred, reasons=tuple(reasons))

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from acd.config import Config, load_config
-from acd.routing import CallFacts, decide_route, parse_skill_list, queue_memberships
+from acd.routing import (
+    AgentAvailability,
+    CallFacts,
+    RoutingTable,
+    RoutingView,
+    decide_route,
+    decide_transfer,
+    parse_skill_list,
+    queue_memberships,
+)
 from tests.live.harness import LIVE_CONFIG
 
 NOW = dt.datetime(2026, 11, 23, 10, 0, tzinfo=dt.UTC)
@@ -79,3 +89,21 @@ def test_any_skill_text_parses_without_error(text: str) -> None:
     required, _ignored = parse_skill_list(text, {"general", "printing"})
     assert set(required) <= {"general", "printing"}
     assert all(1 <= level <= 5 for level in required.values())
+
+
+def test_transfer_to_second_level_and_supervisor() -> None:
+    desk = load_config(Path(__file__).parent.parent / "examples" / "desk.yaml")
+    table = RoutingTable(desk)
+    licensing = decide_transfer(table, "second-level", {"licensing": 4}, None)
+    assert licensing.queue == "second-licensing"
+    assert licensing.preferred_agent is None
+    unknown = decide_transfer(table, "second-level", {"general": 5}, None)
+    assert unknown.queue == "second-printing"  # the first second-level queue
+    assert "no second-level queue covers" in " ".join(unknown.reasons)
+
+    eva_free = RoutingView(agents={"eva": AgentAvailability(logged_in=True, available=True)})
+    assert decide_transfer(table, "supervisor", {}, eva_free).preferred_agent == "eva"
+    eva_busy = RoutingView(agents={"eva": AgentAvailability(logged_in=True, available=False)})
+    busy = decide_transfer(table, "supervisor", {}, eva_busy)
+    assert busy.preferred_agent is None
+    assert "no supervisor available" in " ".join(busy.reasons)
