@@ -26,7 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from acd.agi import AgiSession
 from acd.agi.server import AgiServer
-from acd.ami import AmiAuthenticationError, AmiClient, AmiError, Event
+from acd.ami import ActionResult, AmiAuthenticationError, AmiClient, AmiError, Event
 from acd.config import Config, ConfigInvalid, SecretUnavailableError, load_config
 from acd.live_view import routing_view
 from acd.membership import Member, membership_changes
@@ -278,16 +278,14 @@ class Daemon:
                 }
                 result = await self._ami.action("QueuePenalty", fields)
             elif change.kind == "add":
-                fields = {
-                    "Queue": change.queue,
-                    "Interface": change.interface,
-                    "Penalty": str(change.penalty),
-                    "MemberName": change.member_name,
-                    "Paused": "true" if change.paused else "false",
-                }
-                if change.paused_reason:
-                    fields["Reason"] = change.paused_reason
-                result = await self._ami.action("QueueAdd", fields)
+                result = await self._queue_add(
+                    change.queue,
+                    change.interface,
+                    penalty=change.penalty,
+                    member_name=change.member_name,
+                    paused=change.paused,
+                    reason=change.paused_reason,
+                )
             else:
                 fields = {"Queue": change.queue, "Interface": change.interface}
                 result = await self._ami.action("QueueRemove", fields)
@@ -547,21 +545,35 @@ class Daemon:
             await session.set_variable("FIRSTLINE_AGENT_OK", "1")
         session.log.info("agent.feature", agent=agent.id, action=action, result=result)
 
+    async def _queue_add(
+        self,
+        queue: str,
+        interface: str,
+        *,
+        penalty: int,
+        member_name: str,
+        paused: bool = False,
+        reason: str = "",
+    ) -> ActionResult:
+        fields = {
+            "Queue": queue,
+            "Interface": interface,
+            "Penalty": str(penalty),
+            "MemberName": member_name,
+            "Paused": "true" if paused else "false",
+        }
+        if reason:
+            fields["Reason"] = reason
+        return await self._ami.action("QueueAdd", fields)
+
     async def _apply_agent_action(self, agent_id: str, action: str, rest: Any) -> str:
         agent = self._config.agent(agent_id)
         interface = agent.dial_interface
         if action == "login":
             memberships = queue_memberships(self._config, agent)
             for queue_id, penalty in sorted(memberships.items()):
-                result = await self._ami.action(
-                    "QueueAdd",
-                    {
-                        "Queue": queue_id,
-                        "Interface": interface,
-                        "Penalty": str(penalty),
-                        "MemberName": agent.name,
-                        "Paused": "false",
-                    },
+                result = await self._queue_add(
+                    queue_id, interface, penalty=penalty, member_name=agent.name
                 )
                 if not result.ok and "Already there" not in (result.response.message or ""):
                     return "failed"
