@@ -50,7 +50,8 @@ demo: deps venv pbx render
 	@$(MAKE) --no-print-directory demo-stop >/dev/null
 	asterisk/pbx start $(RENDERED)
 	@mkdir -p build
-	@nohup $(BIN)/acd run $(CONFIG) >$(DAEMON_LOG) 2>&1 & echo $$! >$(DAEMON_PID)
+	@nohup $(BIN)/acd run $(CONFIG) --asterisk-conf "$$(asterisk/pbx root)/etc/asterisk" \
+		>$(DAEMON_LOG) 2>&1 & echo $$! >$(DAEMON_PID)
 	@$(BIN)/acd wait-ready $(CONFIG) --timeout 15
 	@echo
 	@echo "Firstline is running: Asterisk (asterisk/pbx status) and the daemon (log: $(DAEMON_LOG))."
@@ -59,6 +60,7 @@ demo: deps venv pbx render
 	@echo "  (user = the agent's endpoint, password in examples/secrets/), dial *21 to log in,"
 	@echo "  and call the hotline from a second softphone."
 	@echo "Watch the queues:                     asterisk/pbx cli 'queue show'"
+	@echo "Edit $(CONFIG), then apply it live:    $(BIN)/acd reload $(CONFIG)"
 	@echo "Stop everything:                      make demo-stop"
 
 demo-stop:
