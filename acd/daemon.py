@@ -427,17 +427,14 @@ class Daemon:
                 # fallback queue keeps the caller with a person rather than hanging up.
                 await session.set_variable("FIRSTLINE_ROUTE", decision.status)
                 return
-            if decision.preferred_agent is not None:
-                preferred = self._config.agent(decision.preferred_agent)
-                await session.set_variable("FIRSTLINE_PREFERRED", preferred.dial_interface)
-                await session.set_variable(
-                    "FIRSTLINE_PREFERRED_RING", str(self._config.hotline.preferred_ring)
-                )
-            await session.set_variable("FIRSTLINE_PRIO", str(decision.priority))
-            await session.set_variable("FIRSTLINE_MAX_PENALTY", str(decision.max_penalty))
-            await session.set_variable("FIRSTLINE_MAX_WAIT", str(decision.max_wait))
-            # Set last: the dialplan takes the decision only when this is present.
-            await session.set_variable("FIRSTLINE_QUEUE", decision.queue)
+            await self._hand_to_queue(
+                session,
+                decision.queue,
+                priority=str(decision.priority),
+                max_penalty=decision.max_penalty,
+                max_wait=decision.max_wait,
+                preferred_agent=decision.preferred_agent,
+            )
         self._publish(
             self._state.note_route(
                 facts.uniqueid,
@@ -447,6 +444,29 @@ class Daemon:
                 queue=decision.queue,
             )
         )
+
+    async def _hand_to_queue(
+        self,
+        session: AgiSession,
+        queue: str,
+        *,
+        priority: str,
+        max_penalty: int,
+        max_wait: int,
+        preferred_agent: str | None,
+    ) -> None:
+        """The channel variables the dialplan's ``queue`` step reads (route and transfer)."""
+        if preferred_agent is not None:
+            preferred = self._config.agent(preferred_agent)
+            await session.set_variable("FIRSTLINE_PREFERRED", preferred.dial_interface)
+            await session.set_variable(
+                "FIRSTLINE_PREFERRED_RING", str(self._config.hotline.preferred_ring)
+            )
+        await session.set_variable("FIRSTLINE_PRIO", priority)
+        await session.set_variable("FIRSTLINE_MAX_PENALTY", str(max_penalty))
+        await session.set_variable("FIRSTLINE_MAX_WAIT", str(max_wait))
+        # Set last: the dialplan takes the decision only when this is present.
+        await session.set_variable("FIRSTLINE_QUEUE", queue)
 
     async def _transfer(self, session: AgiSession) -> None:
         """An agent handed the caller on (blind transfer to a transfer code).
@@ -469,17 +489,15 @@ class Daemon:
                 required,
                 self._routing_view(self._now()),
             )
-            if decision.preferred_agent is not None:
-                preferred = self._config.agent(decision.preferred_agent)
-                await session.set_variable("FIRSTLINE_PREFERRED", preferred.dial_interface)
-                await session.set_variable(
-                    "FIRSTLINE_PREFERRED_RING", str(self._config.hotline.preferred_ring)
-                )
             queue = self._config.queue(decision.queue)
-            await session.set_variable("FIRSTLINE_PRIO", priority if priority.isdigit() else "0")
-            await session.set_variable("FIRSTLINE_MAX_PENALTY", "0")
-            await session.set_variable("FIRSTLINE_MAX_WAIT", str(queue.max_wait))
-            await session.set_variable("FIRSTLINE_QUEUE", queue.id)
+            await self._hand_to_queue(
+                session,
+                queue.id,
+                priority=priority if priority.isdigit() else "0",
+                max_penalty=0,
+                max_wait=queue.max_wait,
+                preferred_agent=decision.preferred_agent,
+            )
         session.log.info(
             "call.transferred",
             target=target,

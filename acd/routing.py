@@ -771,6 +771,19 @@ def _live_status(state: AgentAvailability | None) -> str:
     return "available" if state.available else "busy"
 
 
+def _without_queue(status: RouteStatus, priority: int, reasons: list[str]) -> RouteDecision:
+    """A decision that joins no queue (closed or unroutable): the IVR offers a callback."""
+    return RouteDecision(
+        status=status,
+        queue=None,
+        priority=priority,
+        max_penalty=0,
+        min_penalty=0,
+        max_wait=0,
+        reasons=tuple(reasons),
+    )
+
+
 def decide_route(
     config: Config,
     facts: CallFacts,
@@ -804,15 +817,7 @@ def decide_route(
     reasons.append(plan.reason)
     if not plan.entries:
         reasons.append("unroutable: callback offered")
-        return RouteDecision(
-            status="unroutable",
-            queue=None,
-            priority=priority,
-            max_penalty=0,
-            min_penalty=0,
-            max_wait=0,
-            reasons=tuple(reasons),
-        )
+        return _without_queue("unroutable", priority, reasons)
 
     # 24x7 coverage: every queue counts as open and no clock is read (memo None).
     memo = None if always else table._open_now(now)
@@ -825,15 +830,7 @@ def decide_route(
         reasons.append(entry.closed_reason)
     if chosen is None:
         reasons.append("closed: callback offered")
-        return RouteDecision(
-            status="closed",
-            queue=None,
-            priority=priority,
-            max_penalty=0,
-            min_penalty=0,
-            max_wait=0,
-            reasons=tuple(reasons),
-        )
+        return _without_queue("closed", priority, reasons)
     if always:
         customer = facts.customer
         reasons.append(f"24x7 coverage ({customer.sla_package if customer else '?'})")

@@ -5,10 +5,9 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
-from tests.live.harness import LIVE_CONFIG
+from tests.live.harness import LIVE_CONFIG, run_acd
 
 BROKEN = """\
 hotline:
@@ -42,14 +41,7 @@ sla:
 
 
 def _acd(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "acd.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=env or dict(os.environ),
-    )
+    return run_acd(*args, env=env)
 
 
 def test_check_prints_every_mistake_with_its_line(tmp_path: Path) -> None:

@@ -8,26 +8,18 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from acd.tickets import TicketStore, migrate
-from tests.live.harness import LIVE_CONFIG
+from tests.live.harness import LIVE_CONFIG, run_acd
 
 ENV = {**os.environ, "FIRSTLINE_TEST_SECRET": "s"}
 
 
 def _acd(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "acd.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=ENV,
-    )
+    return run_acd(*args, env=ENV)
 
 
 @pytest.fixture

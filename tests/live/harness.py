@@ -51,6 +51,21 @@ exten => _press.,1,Wait(${IF($["${PRESS_AFTER}" = ""]?2:${PRESS_AFTER})})
 """
 
 
+def run_acd(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """The ``acd`` command as an admin runs it: a real subprocess from the repository."""
+    return subprocess.run(
+        [*_ACD, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=env or dict(os.environ),
+        cwd=REPO,
+    )
+
+
 def live_env() -> dict[str, str]:
     return {**os.environ, "FIRSTLINE_TEST_SECRET": TEST_SECRET}
 
@@ -130,14 +145,8 @@ class DaemonProcess:
 
     def reload(self) -> subprocess.CompletedProcess[str]:
         """``acd reload`` as an admin runs it."""
-        return subprocess.run(
-            [*_ACD, "reload", str(self.config_path), "--pid-file", str(self.pid_file)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-            env=self._env,
-            cwd=REPO,
+        return run_acd(
+            "reload", str(self.config_path), "--pid-file", str(self.pid_file), env=self._env
         )
 
     @property
