@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # The store tests create (and drop) their own database on this server.
 export FIRSTLINE_TEST_POSTGRES ?= postgresql://postgres:postgres@127.0.0.1:5432/postgres
 
-.PHONY: all deps venv pbx lint test test-fast demo demo-stop render clean
+.PHONY: all deps venv pbx lint test test-fast fuzz demo demo-stop render clean
 
 all: test
 
@@ -41,16 +41,27 @@ test: deps venv pbx lint
 test-fast: venv
 	$(BIN)/pytest -m "not live" $(PYTEST_ARGS)
 
-render: venv
+# Long fuzzing of the AMI and FastAGI codecs with atheris, FUZZ_SECONDS each (fuzz/README.md).
+FUZZ_SECONDS ?= 60
+fuzz: venv
+	@$(BIN)/python -c 'import atheris' 2>/dev/null || $(BIN)/pip install -q -e '.[fuzz]'
+	@mkdir -p build/fuzz/ami build/fuzz/agi
+	$(BIN)/python -m fuzz.fuzz_ami build/fuzz/ami tests/transcripts/ami \
+		-max_total_time=$(FUZZ_SECONDS) -artifact_prefix=build/fuzz/ami-
+	$(BIN)/python -m fuzz.fuzz_agi build/fuzz/agi tests/transcripts/agi \
+		-max_total_time=$(FUZZ_SECONDS) -artifact_prefix=build/fuzz/agi-
+
+render: venv pbx
 	$(BIN)/acd init-secrets $(CONFIG)
 	$(BIN)/acd check $(CONFIG)
-	$(BIN)/acd render $(CONFIG) --out $(RENDERED)
+	$(BIN)/acd render $(CONFIG) --out $(RENDERED) --sounds "$$(asterisk/pbx root)/usr/share/asterisk/sounds"
 
 demo: deps venv pbx render
 	@$(MAKE) --no-print-directory demo-stop >/dev/null
 	asterisk/pbx start $(RENDERED)
 	@mkdir -p build
 	@nohup $(BIN)/acd run $(CONFIG) --asterisk-conf "$$(asterisk/pbx root)/etc/asterisk" \
+		--asterisk-sounds "$$(asterisk/pbx root)/usr/share/asterisk/sounds" \
 		>$(DAEMON_LOG) 2>&1 & echo $$! >$(DAEMON_PID)
 	@$(BIN)/acd wait-ready $(CONFIG) --timeout 15
 	@echo

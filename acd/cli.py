@@ -1,8 +1,9 @@
 """The ``acd`` command: check and render the admin config, run the daemon, place test calls.
 
 Exit codes: 0 success, 1 invalid input (config errors are printed as FILE:LINE:COL), 2 a
-refused AMI login or an unreachable peer. Output meant for people goes to stdout/stderr as
-plain text; the daemon itself logs JSON lines.
+refused AMI login or an unreachable peer, and (argparse's own code) a malformed command line,
+such as a report range or queue that makes no sense. Output meant for people goes to
+stdout/stderr as plain text; the daemon itself logs JSON lines.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import contextlib
 import datetime as dt
 import getpass
 import os
+import re
 import signal
 import sys
 import time
@@ -22,6 +24,10 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from acd.admin import CustomerFileError, parse_customers, ticket_json, ticket_line
 from acd.ami import AmiClient, AmiError, Event
@@ -34,6 +40,16 @@ from acd.config import (
 )
 from acd.daemon import Daemon
 from acd.log import configure_logging
+from acd.reports import (
+    OUTPUT_FORMATS,
+    PERIOD_KINDS,
+    ReportFacts,
+    ReportSpec,
+    build_report,
+    render_report,
+    report_total,
+    resolve_range,
+)
 from acd.tickets import (
     Customer,
     IllegalTransition,
@@ -42,12 +58,15 @@ from acd.tickets import (
     TicketStoreError,
     migrate,
 )
+from acd.tickets.report_rows import load_report_facts
+from ivr.prompts import PromptError, install_for_config
 from pbx_config import RenderError, render, write_rendered
 
 __all__ = ["main"]
 
 _DEFAULT_PID_FILE = Path("/run/firstline/acd.pid")
 _JOURNEY_END = {"QueueCallerLeave", "QueueCallerAbandon", "Hangup"}
+_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 
 
 def _load(path: Path, *, check_secrets: bool = False) -> Config | None:
@@ -79,6 +98,18 @@ def _cmd_render(args: argparse.Namespace) -> int:
     except (RenderError, SecretUnavailableError) as error:
         print(f"{args.config}: {error}; nothing was written", file=sys.stderr)
         return 1
+    if args.sounds is not None:
+        # Before the config is written: it must never name prompts that are not there.
+        try:
+            report = install_for_config(config, args.sounds, cache_dir=args.prompt_cache)
+        except PromptError as error:
+            print(f"{args.config}: {error}; the configuration was not written", file=sys.stderr)
+            return 1
+        print(
+            f"installed {len(report.installed)} prompts into {args.sounds}: "
+            f"{report.generated} generated, {report.cached} from cache, "
+            f"{len(report.removed)} stale removed"
+        )
     write_rendered(files, args.out)
     print(f"rendered {len(files)} files into {args.out}")
     return 0
@@ -96,7 +127,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if config is None:
         return 1
     configure_logging(args.log_level or config.daemon.log_level)
-    daemon = Daemon(config, config_path=args.config, asterisk_conf_dir=args.asterisk_conf)
+    daemon = Daemon(
+        config,
+        config_path=args.config,
+        asterisk_conf_dir=args.asterisk_conf,
+        asterisk_sounds_dir=args.asterisk_sounds,
+    )
     pid_file: Path = args.pid_file
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     pid_file.write_text(f"{os.getpid()}\n")
@@ -297,6 +333,102 @@ def _cmd_customers_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_time(text: str) -> dt.date | dt.datetime:
+    """--from/--to: a date (the desk's local day) or an ISO datetime (local without offset)."""
+    try:
+        if _DATE.match(text):
+            return dt.date.fromisoformat(text)
+        return dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is neither a date (YYYY-MM-DD) nor an ISO datetime "
+            "(YYYY-MM-DDTHH:MM[:SS][+HH:MM])"
+        ) from None
+
+
+async def _report_facts(
+    url: str, start: dt.datetime, end: dt.datetime, queue: str | None
+) -> ReportFacts:
+    await migrate(url)
+    async with TicketStore(url) as store:
+        return await load_report_facts(store.engine, start=start, end=end, queue=queue)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    opened = _open_store(args)
+    if opened is None:
+        return 1
+    config, url = opened
+    queues = [queue.id for queue in config.queues]
+    if args.queue is not None and args.queue not in queues:
+        print(
+            f"acd report: unknown queue '{args.queue}' (configured: {', '.join(queues)})",
+            file=sys.stderr,
+        )
+        return 2
+    # Periods are the desk's local days and hours: those of its first site.
+    timezone = ZoneInfo(config.sites[0].timezone)
+    try:
+        start, end = resolve_range(
+            args.start, args.end, today=dt.datetime.now(timezone).date(), timezone=timezone
+        )
+        spec = ReportSpec(
+            start=start,
+            end=end,
+            by=args.by,
+            timezone=timezone,
+            thresholds={q.id: q.service_level.answer_within for q in config.queues},
+        )
+    except (ValueError, OverflowError) as error:
+        print(f"acd report: {error}", file=sys.stderr)
+        return 2
+    try:
+        facts = asyncio.run(_report_facts(url, start, end, args.queue))
+    except (SQLAlchemyError, TicketStoreError, OSError) as error:
+        where = make_url(url).render_as_string(hide_password=True)
+        print(f"acd report: cannot read the store at {where}: {error}", file=sys.stderr)
+        return 2
+    rows = build_report(facts, spec)
+    if args.format == "table":
+        print(
+            f"{start.astimezone(timezone):%Y-%m-%d %H:%M} up to "
+            f"{end.astimezone(timezone):%Y-%m-%d %H:%M} ({config.sites[0].timezone}), "
+            f"{f'queue {args.queue}' if args.queue else 'all queues'}, by {args.by}"
+        )
+    sys.stdout.write(render_report(rows, report_total(facts, spec), args.format, args.by))
+    return 0
+
+
+def _add_report_command(sub: Any) -> None:
+    report = sub.add_parser(
+        "report", help="calls, answers, waits, callbacks and tickets per period, for managers"
+    )
+    report.add_argument("config", type=Path)
+    report.add_argument(
+        "--from",
+        dest="start",
+        type=_report_time,
+        metavar="WHEN",
+        help="first day (YYYY-MM-DD, local) or instant (ISO); default: 6 days before --to's day",
+    )
+    report.add_argument(
+        "--to",
+        dest="end",
+        type=_report_time,
+        metavar="WHEN",
+        help="last day, included (YYYY-MM-DD, local), or instant, excluded (ISO); default: today",
+    )
+    report.add_argument(
+        "--by",
+        choices=PERIOD_KINDS,
+        default="day",
+        help="day, month: each period in the range; hour, weekday: the range's profile",
+    )
+    report.add_argument("--queue", help="only this queue (default: all)")
+    report.add_argument("--format", choices=OUTPUT_FORMATS, default="table")
+    report.set_defaults(func=_cmd_report)
+
+
 def _add_store_commands(sub: Any) -> None:
     tickets = sub.add_parser("tickets", help="list, show and change tickets")
     tickets.add_argument("config", type=Path)
@@ -343,6 +475,16 @@ def _parser() -> argparse.ArgumentParser:
     render = sub.add_parser("render", help="write the Asterisk configuration")
     render.add_argument("config", type=Path)
     render.add_argument("--out", type=Path, required=True, help="folder to write into")
+    render.add_argument(
+        "--sounds",
+        type=Path,
+        help="Asterisk's sounds folder (holding en/, fr/): also install Firstline's prompts",
+    )
+    render.add_argument(
+        "--prompt-cache",
+        type=Path,
+        help="where generated prompt audio is kept (default ~/.cache/firstline/prompts)",
+    )
     render.set_defaults(func=_cmd_render)
 
     secrets = sub.add_parser("init-secrets", help="create missing file secrets (mode 0600)")
@@ -358,6 +500,11 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         help="Asterisk's configuration folder: on reload, rendered files are written there",
     )
+    run.add_argument(
+        "--asterisk-sounds",
+        type=Path,
+        help="Asterisk's sounds folder: on reload, changed prompts are generated there",
+    )
     run.set_defaults(func=_cmd_run)
 
     reload = sub.add_parser("reload", help="validate and apply a changed config (SIGHUP)")
@@ -371,6 +518,7 @@ def _parser() -> argparse.ArgumentParser:
     ready.set_defaults(func=_cmd_wait_ready)
 
     _add_store_commands(sub)
+    _add_report_command(sub)
 
     call = sub.add_parser("call", help="place a test call into the hotline (Local channel)")
     call.add_argument("config", type=Path)

@@ -15,7 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import re
 import signal
+import socket
+import zoneinfo
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,10 +29,20 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from acd.agi import AgiSession
 from acd.agi.server import AgiServer
-from acd.ami import ActionResult, AmiAuthenticationError, AmiClient, AmiError, Event
-from acd.config import Config, ConfigInvalid, SecretUnavailableError, load_config
+from acd.ami import (
+    ActionResult,
+    AmiAuthenticationError,
+    AmiClient,
+    AmiError,
+    AmiTimeout,
+    Event,
+)
+from acd.config import Agent, Config, ConfigInvalid, SecretUnavailableError, load_config
+from acd.expected_wait import expected_wait
 from acd.live_view import routing_view
+from acd.mailer import Mailer
 from acd.membership import Member, membership_changes
+from acd.mqtt import MqttLink
 from acd.numbers import normalise_number
 from acd.routing import (
     CallFacts,
@@ -43,9 +56,38 @@ from acd.routing import (
     parse_skill_list,
     queue_memberships,
 )
-from acd.state import AgentChanged, Anomaly, CallFinished, Change, LiveState, StateSnapshot
-from acd.tickets import TicketStore, TicketStoreError, migrate
+from acd.state import (
+    AgentChanged,
+    Anomaly,
+    CallFinished,
+    Change,
+    FinishedCall,
+    LiveState,
+    Outcome,
+    StateSnapshot,
+)
+from acd.state_machines import AgentState
+from acd.tickets import (
+    Alert,
+    AlertStore,
+    CallbackStore,
+    CallStore,
+    PendingSummary,
+    Ticket,
+    TicketOutbox,
+    TicketStore,
+    TicketStoreError,
+    alert_priority,
+    deadline_from_config,
+    migrate,
+)
+from callback.dialer import TALK_LEASE, CallbackDialer
+from callback.escape import Booking, run_escape
+from ivr.flow import FlowError, FlowResult, caller_facts
+from ivr.prompts import PromptError, install_for_config
+from ivr.runner import run_flow
 from metrics import DeskMetrics, HealthMetrics, MetricsExporter
+from metrics.wallboard import DayFigures, WallboardServer, board
 from pbx_config import RenderError, render, write_rendered
 
 __all__ = ["Daemon"]
@@ -85,6 +127,20 @@ _AGENT_DONE = frozenset({"logged-in", "logged-out", "paused", "resumed"})
 EXIT_OK = 0
 EXIT_AMI_REFUSED = 2
 EXIT_STORE_UNAVAILABLE = 3
+EXIT_AMI_UNREACHABLE = 4
+# Prompts the welcome announcement may compose: core sounds have digits/1 .. digits/20 in
+# every language we ship; longer waits are not announced as a number.
+_ANNOUNCED_MINUTES_MAX = 20
+_DIALER_PERIOD = 1.0
+# The IVR menu's priority hint enters routing as a pseudo-ticket of that priority.
+_MENU_HINT = "ivr-menu"
+_PENDING_PERIOD = 5.0
+_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9.-]")
+
+
+def _safe_name(text: str) -> str:
+    """`text` as a file-name part or dialplan argument: no separators, at most 64 chars."""
+    return _UNSAFE_CHARS.sub("_", text)[:64]
 
 
 class Daemon:
@@ -96,6 +152,7 @@ class Daemon:
         *,
         config_path: Path | None = None,
         asterisk_conf_dir: Path | None = None,
+        asterisk_sounds_dir: Path | None = None,
         clock: Callable[[], dt.datetime] | None = None,
     ) -> None:
         self._config = config
@@ -104,7 +161,12 @@ class Daemon:
             config_path.parent if config_path else Path.cwd()
         )
         self._store: TicketStore | None = None
+        self._callbacks: CallbackStore | None = None
+        self._calls: CallStore | None = None
+        self._dialer: CallbackDialer | None = None
+        self._alerts: AlertStore | None = None
         self._asterisk_conf_dir = asterisk_conf_dir
+        self._asterisk_sounds_dir = asterisk_sounds_dir
         self._reload_lock = asyncio.Lock()
         self._background: set[asyncio.Task[Any]] = set()
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
@@ -134,11 +196,39 @@ class Daemon:
                 "route": self._route,
                 "agent": self._agent_feature,
                 "transfer": self._transfer,
+                "callback": self._callback,
+                "callback-dial": self._callback_dial,
+                "callback-result": self._callback_result,
+                "callback-extended": self._callback_extended,
+                "rate": self._rate,
             },
             on_request_done=self._health.agi_request_done,
         )
         self._exporter = MetricsExporter(
             self._registry, host=link.metrics.host, port=link.metrics.port
+        )
+        self._mqtt = (
+            MqttLink(
+                config.mqtt,
+                on_alert=self._open_alert_ticket if config.mqtt.alerts_topic else None,
+                logger=self._log.bind(part="mqtt"),
+            )
+            if config.mqtt is not None
+            else None
+        )
+        # The wall screen's "today": calls counted on the desk's local day (first site).
+        self._day = DayFigures(
+            {queue.id: queue.service_level for queue in config.queues},
+            zoneinfo.ZoneInfo(config.sites[0].timezone),
+            self._now(),
+        )
+        self._callback_summary: list[PendingSummary] = []
+        self._wallboard = (
+            WallboardServer(
+                link.wallboard.host, link.wallboard.port, logger=self._log.bind(part="wallboard")
+            )
+            if link.wallboard is not None
+            else None
         )
 
     def _now(self) -> float:
@@ -159,39 +249,42 @@ class Daemon:
             self._log.error("daemon.store_unavailable", error=str(error))
             return EXIT_STORE_UNAVAILABLE
         self._store = TicketStore(self._store_url)
+        self._start_callbacks_and_mail(self._store)
         await self._agi.start()
         await self._exporter.start()
+        if self._wallboard is not None:
+            await self._wallboard.start()
         self._log.info(
             "daemon.started",
             agi_port=self._agi.port,
             metrics_port=self._exporter.port,
+            wallboard_port=self._wallboard.port if self._wallboard is not None else None,
             ami=f"{self._config.daemon.ami.host}:{self._config.daemon.ami.port}",
         )
         ami_task = asyncio.create_task(self._ami.run(), name="ami")
         stop_task = asyncio.create_task(self._stop.wait(), name="stop")
+        first_login = asyncio.create_task(self._first_login(), name="first-login")
         ticker = asyncio.create_task(self._tick_forever(), name="state-timers")
         self._background.add(ticker)
         exit_code = EXIT_OK
         try:
-            await asyncio.wait({ami_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
-            if ami_task.done():
-                exc = ami_task.exception()
-                if isinstance(exc, AmiAuthenticationError):
-                    self._log.error("daemon.ami_login_refused", error=str(exc))
-                    exit_code = EXIT_AMI_REFUSED
-                elif exc is not None:
-                    self._log.error("daemon.ami_failed", error=repr(exc))
-                    exit_code = 1
+            done, _ = await asyncio.wait(
+                {ami_task, stop_task, first_login}, return_when=asyncio.FIRST_COMPLETED
+            )
+            if done == {first_login} and first_login.result():
+                # Logged in: from now on a lost link is retried, never a reason to exit.
+                await asyncio.wait({ami_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+            if first_login.done() and not first_login.result():
+                exit_code = EXIT_AMI_UNREACHABLE
+            elif ami_task.done():
+                exit_code = self._ami_exit_code(ami_task.exception())
         finally:
             stop_task.cancel()
+            first_login.cancel()
             ami_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await ami_task
-            await self._ami.close()
-            await self._agi.close()
-            await self._exporter.close()
-            if self._store is not None:
-                await self._store.aclose()
+            await self._close_links()
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
             for task in self._background:
@@ -199,12 +292,149 @@ class Daemon:
             self._log.info("daemon.stopped", exit_code=exit_code)
         return exit_code
 
+    def _ami_exit_code(self, error: BaseException | None) -> int:
+        """The exit code for the AMI task having ended (by itself only on an error)."""
+        if isinstance(error, AmiAuthenticationError):
+            self._log.error("daemon.ami_login_refused", error=str(error))
+            return EXIT_AMI_REFUSED
+        if error is not None:
+            self._log.error("daemon.ami_failed", error=repr(error))
+            return 1
+        return EXIT_OK
+
+    async def _close_links(self) -> None:
+        await self._ami.close()
+        await self._agi.close()
+        await self._exporter.close()
+        if self._wallboard is not None:
+            await self._wallboard.close()
+        if self._store is not None:
+            await self._store.aclose()
+
+    async def _first_login(self) -> bool:
+        """False when Asterisk's AMI did not let us in within the configured startup wait.
+
+        Meanwhile the FastAGI server already serves: calls are routed, the state fills in
+        once the link is up. Not waiting forever by default makes a wrong host or a closed
+        port a clear error at start rather than a daemon that quietly never sees a call.
+        """
+        wait = self._config.daemon.ami.startup_wait
+        try:
+            await self._ami.wait_logged_in(timeout=wait)
+        except AmiTimeout:
+            ami = self._config.daemon.ami
+            self._log.error(
+                "daemon.ami_unreachable",
+                ami=f"{ami.host}:{ami.port}",
+                waited=wait,
+                hint="is Asterisk running, and does manager.conf enable AMI on that port?",
+            )
+            return False
+        except AmiError:
+            pass  # run() ended with it: the AMI task says why
+        return True
+
+    def _start_callbacks_and_mail(self, store: TicketStore) -> None:
+        """The callback dialer and the customers' mailer, both fed by the store."""
+        self._callbacks = CallbackStore(
+            store.engine, booking_lock_wait=self._config.daemon.route_timeout
+        )
+        self._calls = CallStore(store.engine)
+        if self._config.callback.dial is None:
+            self._log.warning(
+                "callback.dialing_disabled",
+                reason="callback.dial is not set: callbacks are booked but nobody is called",
+            )
+        else:
+            self._dialer = CallbackDialer(
+                self._config,
+                self._callbacks,
+                self._originate,
+                owner=f"{socket.gethostname()}:{self._config.daemon.agi.port}"[:64],
+            )
+        self._background.add(asyncio.create_task(self._callbacks_forever(), name="callbacks"))
+        if self._config.mail is not None:
+            # Customers' e-mails from the outbox the store fills with every ticket change
+            # (whoever made it: this daemon, the CLI, another daemon).
+            try:
+                mailer = Mailer(
+                    TicketOutbox(store.engine),
+                    self._config.mail,
+                    hotline_languages=self._config.hotline.languages,
+                    clock=self._clock,
+                )
+            except SecretUnavailableError as error:
+                # Calls matter more than mail: run, say it loudly, keep the outbox filling.
+                self._log.error("mail.disabled", error=str(error))
+            else:
+                self._background.add(asyncio.create_task(mailer.run(), name="mailer"))
+        if self._mqtt is not None:
+            self._alerts = AlertStore(store.engine)
+            self._background.add(asyncio.create_task(self._mqtt.run(), name="mqtt"))
+
+    # --- MQTT --------------------------------------------------------------------------
+
+    def _event_out(self, kind: str, payload: dict[str, Any]) -> None:
+        """Hand an event to the MQTT link (never waits: a lost broker costs events, not
+        calls; the link counts what it drops)."""
+        if self._mqtt is not None:
+            self._mqtt.publish(kind, {**payload, "time": self._clock().isoformat()})
+
+    async def _open_alert_ticket(self, alert: Alert) -> None:
+        """A monitoring system reported an incident at a customer: a top-priority ticket,
+        once per dedupe key, in the alerts queue (default: the hotline's first level)."""
+        assert self._alerts is not None
+        assert self._store is not None
+        mqtt = self._config.mqtt
+        assert mqtt is not None
+        customer = await self._store.customer(alert.customer_id)
+        priority, rank = alert_priority(self._config.sla)
+        package = (
+            customer.sla_package if customer.sla_package in self._config.sla.packages else None
+        )
+        now = self._clock()
+        deadline = deadline_from_config(
+            self._config.sla,
+            self._config.sites[0],
+            priority=priority,
+            package=package,
+            created_at=now,
+        )
+        queue = self._config.queue(mqtt.alerts_queue or self._config.hotline.default_queue)
+        ticket = await self._alerts.open_ticket(
+            alert,
+            now=now,
+            priority=priority,
+            priority_rank=rank,
+            deadline=deadline,
+            queue=queue.id,
+            skills=dict(queue.skills),
+        )
+        self._log.info(
+            "alert.ticket",
+            ticket=ticket.number,
+            created=ticket.created,
+            customer=alert.customer_id,
+            severity=alert.severity,
+            dedupe_key=alert.dedupe_key,
+        )
+        if ticket.created:
+            self._event_out(
+                "ticket",
+                {
+                    "event": "opened",
+                    "ticket": ticket.number,
+                    "customer": alert.customer_id,
+                    "queue": queue.id,
+                    "priority": priority,
+                    "actor": "auto-informer",
+                },
+            )
+
     # --- Reload ------------------------------------------------------------------------
 
     def _reload_in_background(self) -> None:
-        task = asyncio.create_task(self.reload(), name="reload")
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._spawn(self.reload())
 
     async def reload(self) -> bool:
         """Re-read the config file and apply it live; an invalid file changes nothing.
@@ -230,6 +460,13 @@ class Daemon:
             except (RenderError, SecretUnavailableError) as error:
                 self._log.error("config.reload_rejected", error=str(error))
                 return False
+            if self._asterisk_sounds_dir is not None:
+                try:
+                    # Generating a changed prompt runs espeak-ng and sox: off the event loop.
+                    await asyncio.to_thread(install_for_config, new, self._asterisk_sounds_dir)
+                except (PromptError, OSError) as error:
+                    self._log.error("config.reload_rejected", error=str(error))
+                    return False
             if _links(new) != _links(self._config):
                 self._log.warning("config.links_changed_need_restart")
             try:
@@ -249,6 +486,9 @@ class Daemon:
                 self._log.error("config.reload_incomplete", error=str(error))
                 applied = -1
             self._config = new
+            self._day.reconfigure({queue.id: queue.service_level for queue in new.queues})
+            if self._dialer is not None:
+                self._dialer.reconfigure(new)
             self._table = RoutingTable(new)
             self._state = _live_state(new, self._now())
             await self._resync()
@@ -301,9 +541,50 @@ class Daemon:
 
     # --- AMI ---------------------------------------------------------------------------
 
-    async def _ami_logged_in(self, _client: AmiClient) -> None:
+    async def _ami_logged_in(self, client: AmiClient) -> None:
         self._health.ami_logged_in()
+        self._refresh_wallboard()
+        known = self._state.snapshot()  # who was logged in before the link dropped
         await self._resync()
+        if client.reconnects:
+            await self._restore_memberships(known)
+
+    async def _restore_memberships(self, known: StateSnapshot) -> None:
+        """Give back the queue memberships Asterisk lost while we were apart.
+
+        A restarted Asterisk without its astdb (a new host, a wiped disk) forgets its
+        dynamic members: the agents who were taking calls would silently stop getting
+        them. What Asterisk still has is kept as it is (it may be newer than our view).
+        """
+        now = self._state.snapshot()
+        restored = 0
+        for agent_id, before in known.agents.items():
+            if before.state is AgentState.LOGGED_OUT:
+                continue
+            try:
+                agent = self._config.agent(agent_id)
+            except KeyError:
+                continue  # removed from the config by a reload meanwhile
+            current = now.agents.get(agent_id)
+            have = set(current.queues) if current is not None else set()
+            for queue_id, member in before.queues.items():
+                if queue_id in have:
+                    continue
+                try:
+                    result = await self._queue_add(
+                        queue_id,
+                        agent.dial_interface,
+                        penalty=member.penalty,
+                        member_name=agent.name,
+                        paused=member.paused,
+                        reason=member.pause_reason or "",
+                    )
+                except AmiError as error:
+                    self._log.error("agent.restore_failed", agent=agent_id, error=str(error))
+                    return
+                restored += result.ok
+        if restored:
+            self._log.warning("agent.memberships_restored", memberships=restored)
 
     async def _resync(self) -> None:
         """Rebuild the live state from what Asterisk reports (after every login)."""
@@ -326,35 +607,79 @@ class Daemon:
         # the clock: half a second is precise enough for both.
         while True:
             await asyncio.sleep(0.5)
-            self._publish(self._state.tick(self._now()))
-            self._desk.update_gauges(self._state.snapshot(), self._now())
+            now = self._now()
+            self._publish(self._state.tick(now))
+            self._desk.update_gauges(self._state.snapshot(), now)
+            self._export_expected_waits(now)
+            self._refresh_wallboard()
+            if self._mqtt is not None:
+                self._health.mqtt_link(
+                    connected=self._mqtt.connected,
+                    published=self._mqtt.published,
+                    queued=self._mqtt.queued,
+                    dropped=self._mqtt.dropped,
+                )
+
+    def _refresh_wallboard(self) -> None:
+        """Hand the wall screen the desk as it is now (unchanged boards are not re-sent)."""
+        if self._wallboard is None:
+            return
+        self._wallboard.publish(
+            board(
+                self._state.snapshot(),
+                self._day,
+                self._callback_summary,
+                self._now(),
+                {queue.id: queue.name for queue in self._config.queues},
+                link_up=self._ami.connected,
+            )
+        )
+
+    def _export_expected_waits(self, now: float) -> None:
+        """What a caller joining each queue now would be expected to wait (NaN: no reliable
+        estimate, e.g. nobody logged in or too few answered calls to know a handle time)."""
+        view = self._routing_view(now)
+        for queue in self._config.queues:
+            load = view.queues.get(queue.id)
+            estimate = expected_wait(load.snapshot) if load is not None else None
+            if estimate is not None and estimate.reliable:
+                self._desk.set_expected_wait(queue.id, estimate.seconds)
+            else:
+                self._desk.set_expected_wait(queue.id, None)
 
     def _publish(self, changes: list[Change]) -> None:
         """Log what the live state says changed; metrics observe the same records."""
         if not changes:
             return
         self._desk.observe(changes)
+        self._day.observe(changes, self._now())
+        self._refresh_wallboard()
         self._desk.update_gauges(self._state.snapshot(), self._now())
         for change in changes:
             if isinstance(change, CallFinished):
                 record = change.record
-                self._log.info(
-                    "call.finished",
-                    uniqueid=record.uniqueid,
-                    queue=record.queue,
-                    outcome=record.outcome.value,
-                    wait=None if record.wait is None else round(record.wait, 3),
-                    talk=None if record.talk is None else round(record.talk, 3),
-                    agent=record.agent_id,
-                )
+                if not record.held_place:
+                    self._spawn(self._record_finish(record))
+                finished = {
+                    "uniqueid": record.uniqueid,
+                    "queue": record.queue,
+                    "outcome": record.outcome.value,
+                    "wait": None if record.wait is None else round(record.wait, 3),
+                    "talk": None if record.talk is None else round(record.talk, 3),
+                    "agent": record.agent_id,
+                }
+                self._log.info("call.finished", **finished)
+                if not record.held_place:
+                    self._event_out("call", {"event": "finished", **finished})
             elif isinstance(change, AgentChanged):
-                self._log.info(
-                    "agent.state",
-                    agent=change.agent_id,
-                    before=change.before.value,
-                    after=change.after.value,
-                    reason=change.pause_reason,
-                )
+                agent = {
+                    "agent": change.agent_id,
+                    "before": change.before.value,
+                    "after": change.after.value,
+                    "reason": change.pause_reason,
+                }
+                self._log.info("agent.state", **agent)
+                self._event_out("agent", {"event": "state", **agent})
             elif isinstance(change, Anomaly):
                 self._log.warning(
                     "state.anomaly", kind=change.kind, detail=change.detail, ami_event=change.event
@@ -362,19 +687,27 @@ class Daemon:
 
     async def _ami_lost(self, _client: AmiClient) -> None:
         self._health.ami_lost()
+        self._refresh_wallboard()
 
     def _on_ami_event(self, event: Event) -> None:
-        changes = self._state.apply(event, self._now())
+        if event.name == "OriginateResponse" and self._dialer is not None:
+            self._spawn(
+                self._dialer.originate_ended(
+                    event.get("Uniqueid") or "", event.get("Response") == "Success", self._clock()
+                )
+            )
         if event.name in CALL_EVENTS:
-            self._log_call_event(event)
-        self._publish(changes)
+            # Before the state applies it: a hangup retires the call and its queue with it.
+            call = self._state.snapshot().calls.get(event.get("Uniqueid") or "")
+            self._log_call_event(event, call.queue if call is not None else None)
+        self._publish(self._state.apply(event, self._now()))
 
-    def _log_call_event(self, event: Event) -> None:
+    def _log_call_event(self, event: Event, known_queue: str | None) -> None:
         self._log.info(
             "call.event",
             ami_event=event.name,
             uniqueid=event.get("Uniqueid"),
-            queue=event.get("Queue"),
+            queue=event.get("Queue") or known_queue,
             channel=event.get("Channel"),
             member=event.get("MemberName") or None,
             position=event.get("Position") or None,
@@ -392,41 +725,103 @@ class Daemon:
         if ignored:
             session.log.warning("call.skills_ignored", ignored=ignored)
         caller = env.get("agi_callerid", "")
-        customer, tickets = await self._caller_record(session, caller)
+        uniqueid = env.get("agi_uniqueid", "")
+        customer, tickets, customer_id = await self._caller_record(session, caller)
+        language = env.get("agi_language", "")
+        ticket_facts = tuple(
+            TicketFacts(number=t.number, priority=t.priority, owner=t.owner) for t in tickets
+        )
+        flow = await self._run_ivr(session, caller, tickets, uniqueid)
+        if flow is not None:
+            language = flow.language
+            required = {**required, **flow.skills}
+            if flow.skills:
+                await session.set_variable("FIRSTLINE_SKILLS", flow.skills_text())
+            if flow.category:
+                await session.set_variable("FIRSTLINE_CATEGORY", flow.category)
+            if not flow.wants_owner:
+                # A new request: the tickets still raise the priority, their owners wait.
+                ticket_facts = tuple(
+                    TicketFacts(number=t.number, priority=t.priority, owner=None)
+                    for t in ticket_facts
+                )
+            if flow.priority is not None:
+                # The menu's priority hint raises the call like a ticket of that priority.
+                ticket_facts += (
+                    TicketFacts(number=_MENU_HINT, priority=flow.priority, owner=None),
+                )
+        # Off the caller's path: a write waits for the store's other writers.
+        self._spawn(
+            self._record_arrival(
+                uniqueid=uniqueid,
+                caller=caller,
+                customer_id=customer_id,
+                language=language,
+                skills=dict(required),
+                flow=flow,
+            )
+        )
+        if flow is not None and flow.fell_back:
+            # No usable answer: the dialplan's fallback queue, never a hang-up.
+            session.log.info("call.ivr_fallback", reason=flow.reason, failed_at=flow.failed_at)
+            await session.set_variable("FIRSTLINE_ROUTE", "ivr-fallback")
+            return
         facts = CallFacts(
-            uniqueid=env.get("agi_uniqueid", ""),
-            caller_number=caller,
+            uniqueid=uniqueid,
+            # Caller ID is whatever the far end sent: only a valid number goes on.
+            caller_number=normalise_number(caller, self._config.hotline.region) or "",
             customer=customer,
-            open_tickets=tickets,
+            open_tickets=ticket_facts,
             # The hotline passes the number the caller dialled as the first argument.
             dialed=args[0] if args else env.get("agi_extension", ""),
-            language=env.get("agi_language", ""),
+            language=language,
             required_skills=required,
         )
         async with asyncio.timeout(self._config.daemon.route_timeout):
             now = self._clock()
             view = self._routing_view(now.timestamp())
             decision = decide_route(self._config, facts, now, view, table=self._table)
+            session.log = session.log.bind(queue=decision.queue)
             session.log.info(
                 "call.routed",
                 status=decision.status,
-                queue=decision.queue,
                 priority=decision.priority,
                 max_penalty=decision.max_penalty,
                 overflowed_from=decision.overflowed_from,
                 preferred_agent=decision.preferred_agent,
-                open_tickets=[ticket.number for ticket in facts.open_tickets],
+                open_tickets=[t.number for t in facts.open_tickets if t.number != _MENU_HINT],
                 expected_wait=(decision.expected_wait.seconds if decision.expected_wait else None),
                 caller=facts.caller_number,
                 reasons=list(decision.reasons),
                 eligible=[f"{agent}:{status}" for agent, status in explain_agents(decision, view)],
                 excluded=dict(decision.excluded),
             )
+            self._event_out(
+                "call",
+                {
+                    "event": "routed",
+                    "uniqueid": uniqueid,
+                    "caller": facts.caller_number,
+                    "queue": decision.queue,
+                    "status": decision.status,
+                    "priority": decision.priority,
+                    "customer": customer_id,
+                },
+            )
+            announce = self._welcome_announcement(decision.queue, decision.expected_wait)
+            if announce:
+                await session.set_variable("FIRSTLINE_ANNOUNCE", announce)
             if decision.queue is None:
                 # Closed or unroutable: until the IVR can offer a callback, the dialplan's
                 # fallback queue keeps the caller with a person rather than hanging up.
                 await session.set_variable("FIRSTLINE_ROUTE", decision.status)
                 return
+            # What the agent's phone shows (SIP headers on the ringing leg): only ids the
+            # store made or the admin imported, made safe for dialplan arguments.
+            if tickets:
+                await session.set_variable("FIRSTLINE_TICKET", tickets[0].number)
+            if customer_id:
+                await session.set_variable("FIRSTLINE_CUSTOMER", _safe_name(customer_id))
             await self._hand_to_queue(
                 session,
                 decision.queue,
@@ -445,6 +840,96 @@ class Daemon:
             )
         )
 
+    async def _record_finish(self, record: FinishedCall) -> None:
+        if self._calls is None:
+            return
+
+        def instant(seconds: float | None) -> dt.datetime | None:
+            return None if seconds is None else dt.datetime.fromtimestamp(seconds, dt.UTC)
+
+        answered = None
+        if record.outcome is Outcome.ANSWERED and record.joined_at is not None:
+            answered = instant(record.joined_at + (record.wait or 0.0))
+        try:
+            await self._calls.finished(
+                record.uniqueid,
+                now=instant(record.ended_at) or self._clock(),
+                queue=record.queue,
+                outcome=record.outcome.value,
+                joined_at=instant(record.joined_at),
+                answered_at=answered,
+                agent=record.agent_id,
+            )
+        except (SQLAlchemyError, TicketStoreError) as error:
+            self._log.warning("call.record_failed", uniqueid=record.uniqueid, error=repr(error))
+
+    async def _run_ivr(
+        self, session: AgiSession, caller: str, tickets: tuple[Ticket, ...], uniqueid: str
+    ) -> FlowResult | None:
+        """Take the caller through the configured IVR (none configured: None).
+
+        Caller-paced, so outside the route budget; every command has its own timeout. A
+        broken menu is logged and the call falls back, never hangs up.
+        """
+        ivr = self._config.ivr
+        if ivr is None:
+            return None
+        hotline = self._config.hotline
+        facts = caller_facts(
+            caller, region=hotline.region, languages=hotline.languages, tickets=tickets
+        )
+        recording = None
+        if ivr.record_description is not None:
+            safe_uid = _safe_name(uniqueid)
+            recording = f"/var/spool/asterisk/monitor/firstline-ivr-{safe_uid}"
+        try:
+            flow = await run_flow(session, ivr, facts, recording_base=recording)
+        except FlowError as error:
+            session.log.exception("call.ivr_failed", error=str(error))
+            return FlowResult(language=hotline.languages[0], fell_back=True, reason="invalid-input")
+        session.log.info(
+            "call.ivr",
+            language=flow.language,
+            menu_path=flow.menu_path,
+            category=flow.category,
+            skills=dict(flow.skills),
+            priority=flow.priority,
+            answers=sorted(flow.answers),
+            wants_owner=flow.wants_owner,
+            fell_back=flow.fell_back,
+            reason=flow.reason,
+        )
+        return flow
+
+    async def _record_arrival(
+        self,
+        *,
+        uniqueid: str,
+        caller: str,
+        customer_id: str | None,
+        language: str,
+        skills: dict[str, int],
+        flow: FlowResult | None,
+    ) -> None:
+        """The call's record in the store; a slow or broken store costs the record only."""
+        if self._calls is None or not uniqueid:
+            return
+        try:
+            async with asyncio.timeout(self._config.daemon.route_timeout / 2):
+                await self._calls.arrived(
+                    uniqueid,
+                    now=self._clock(),
+                    caller_number=normalise_number(caller, self._config.hotline.region),
+                    language=language or None,
+                    skills=skills,
+                    answers=flow.answers if flow else None,
+                    category=flow.category if flow else None,
+                    customer_id=customer_id,
+                    recording_path=flow.recording if flow else None,
+                )
+        except (TimeoutError, SQLAlchemyError, TicketStoreError) as error:
+            self._log.warning("call.record_failed", uniqueid=uniqueid, error=repr(error))
+
     async def _hand_to_queue(
         self,
         session: AgiSession,
@@ -462,11 +947,59 @@ class Daemon:
             await session.set_variable(
                 "FIRSTLINE_PREFERRED_RING", str(self._config.hotline.preferred_ring)
             )
+        target = self._config.queue(queue)
+        await session.set_variable("FIRSTLINE_QUEUE_OPTIONS", "c" if target.rating else "")
+        if target.record:
+            await self._record_conversation(session)
         await session.set_variable("FIRSTLINE_PRIO", priority)
         await session.set_variable("FIRSTLINE_MAX_PENALTY", str(max_penalty))
         await session.set_variable("FIRSTLINE_MAX_WAIT", str(max_wait))
         # Set last: the dialplan takes the decision only when this is present.
         await session.set_variable("FIRSTLINE_QUEUE", queue)
+
+    async def _record_conversation(self, session: AgiSession) -> None:
+        """Name the recording of the conversation (the agent-answered gosub starts it) and
+        link it to the call and the caller's ticket, so a disputed case can be heard again."""
+        uniqueid = session.request.env.get("agi_uniqueid", "")
+        now = self._clock()
+        safe_uid = _safe_name(uniqueid)
+        base = f"{self._config.hotline.recordings_dir}/{now:%Y%m%d-%H%M%S}-{safe_uid}"
+        # '__': inherited by the agent's channel, where MixMonitor runs.
+        await session.set_variable("__FIRSTLINE_RECORDING", base)
+        ticket = await session.get_variable("FIRSTLINE_TICKET")
+        self._spawn(self._link_recording(uniqueid, ticket, f"{base}.wav"))
+
+    async def _link_recording(self, uniqueid: str, ticket: str | None, path: str) -> None:
+        now = self._clock()
+        try:
+            if self._calls is not None and uniqueid:
+                await self._calls.link_recording(uniqueid, path, now=now)
+            if self._store is not None and ticket:
+                await self._store.link_recording(ticket, path, actor="recorder", now=now)
+        except (SQLAlchemyError, TicketStoreError) as error:
+            self._log.warning("call.recording_link_failed", uniqueid=uniqueid, error=repr(error))
+
+    async def _rate(self, session: AgiSession) -> None:
+        """The caller rates the help (1 to 5) after the agent hung up."""
+        digits = await session.get_data("firstline/ivr-rating", 6000, 1)
+        if not (digits.isdigit() and 1 <= int(digits) <= 5):
+            session.log.info("call.rating_skipped")
+            return
+        rating = int(digits)
+        uniqueid = session.request.env.get("agi_uniqueid", "")
+        ticket = await session.get_variable("FIRSTLINE_TICKET")
+        now = self._clock()
+        try:
+            if self._calls is not None and uniqueid:
+                await self._calls.rate(uniqueid, rating)
+            if self._store is not None and ticket:
+                await self._store.rate(
+                    ticket, rating, actor="caller", now=now, low=self._config.hotline.low_rating
+                )
+        except (SQLAlchemyError, TicketStoreError) as error:
+            session.log.warning("call.rating_lost", error=repr(error))
+        session.log.info("call.rated", rating=rating, ticket=ticket)
+        await session.stream_file("firstline/ivr-rating-thanks")
 
     async def _transfer(self, session: AgiSession) -> None:
         """An agent handed the caller on (blind transfer to a transfer code).
@@ -490,6 +1023,7 @@ class Daemon:
                 self._routing_view(self._now()),
             )
             queue = self._config.queue(decision.queue)
+            session.log = session.log.bind(queue=queue.id)
             await self._hand_to_queue(
                 session,
                 queue.id,
@@ -501,7 +1035,6 @@ class Daemon:
         session.log.info(
             "call.transferred",
             target=target,
-            queue=queue.id,
             preferred_agent=decision.preferred_agent,
             priority=priority,
             reasons=list(decision.reasons),
@@ -509,30 +1042,41 @@ class Daemon:
 
     async def _caller_record(
         self, session: AgiSession, caller: str
-    ) -> tuple[CustomerFacts | None, tuple[TicketFacts, ...]]:
-        """The caller's customer record and open tickets; nothing when they can't be had.
+    ) -> tuple[CustomerFacts | None, tuple[Ticket, ...], str | None]:
+        """The caller's customer record, open tickets and customer id; nothing when they
+        can't be had.
 
         The lookup is bounded by half the route budget: a slow or broken database costs
         the caller owner routing, never the call.
         """
         number = normalise_number(caller, self._config.hotline.region)
         if number is None or self._store is None:
-            return None, ()
+            return None, (), None
         try:
             async with asyncio.timeout(self._config.daemon.route_timeout / 2):
                 record = await self._store.customer_by_number(number)
-                tickets = await self._store.open_tickets_for_number(number)
+                tickets = list(await self._store.open_tickets_for_number(number))
+                alert = (
+                    await self._alerts.active_alert_ticket(record.id)
+                    if self._alerts is not None and record is not None
+                    else None
+                )
+                if alert is not None and alert not in {t.number for t in tickets}:
+                    # Opened by monitoring, not by a call from this number: theirs all the same.
+                    tickets.insert(0, await self._store.get(alert))
         except (TimeoutError, SQLAlchemyError, TicketStoreError) as error:
             session.log.warning("call.lookup_failed", error=repr(error))
-            return None, ()
+            return None, (), None
         customer = (
             CustomerFacts(sla_package=record.sla_package, account_manager=record.account_manager)
             if record is not None
             else None
         )
-        return customer, tuple(
-            TicketFacts(number=t.number, priority=t.priority, owner=t.owner) for t in tickets
-        )
+        if alert is not None:
+            # "We are already working on it": the caller need not explain the incident.
+            session.log.info("call.alert_known", ticket=alert)
+            await session.stream_file("firstline/alert-known")
+        return customer, tuple(tickets), record.id if record is not None else None
 
     def _routing_view(self, now: float) -> RoutingView:
         """The routing core's view of the live state, rebuilt only after the state changed.
@@ -554,7 +1098,9 @@ class Daemon:
         extension = session.request.env.get("agi_callerid", "")
         agent = next((a for a in self._config.agents if a.extension == extension), None)
         if agent is None:
-            session.log.warning("agent.unknown_extension", extension=extension, action=action)
+            session.log.warning(
+                "agent.unknown_extension", extension=extension[:40], action=action[:40]
+            )
             return
         async with asyncio.timeout(self._config.daemon.route_timeout):
             result = await self._apply_agent_action(agent.id, action, args[1:] if args else ())
@@ -608,3 +1154,317 @@ class Daemon:
             result = await self._ami.action("QueuePause", fields)
             return ("paused" if action == "pause" else "resumed") if result.ok else "failed"
         return "unknown-action"
+
+    # --- Callbacks ---------------------------------------------------------------------
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _originate(self, fields: Any) -> bool:
+        try:
+            result = await self._ami.action("Originate", fields)
+        except AmiError as error:
+            self._log.warning("callback.originate_failed", error=str(error))
+            return False
+        return result.ok
+
+    def _welcome_announcement(self, queue_id: str | None, estimate: Any) -> str:
+        """Files Background() plays on joining: the expected wait, then the callback offer.
+
+        Nothing when a qualified agent is free now. The wait is told only when the estimate
+        is reliable and short enough to say with core sounds in every language; the offer
+        only where the queue makes it.
+        """
+        if queue_id is None:
+            return ""
+        if estimate is not None and estimate.reliable and estimate.seconds == 0:
+            return ""  # an agent is free: put the caller through, not through an offer
+        queue = self._config.queue(queue_id)
+        files: list[str] = []
+        minutes = estimate.announce_minutes if estimate is not None else None
+        if minutes is not None and 1 <= minutes <= _ANNOUNCED_MINUTES_MAX:
+            files += ["firstline/expected-wait", f"digits/{minutes}", "minutes"]
+        if queue.callback.enabled:
+            files.append(f"firstline/callback-offer-{queue.callback.digit}")
+        return "&".join(files)
+
+    async def _callbacks_forever(self) -> None:
+        """Run the dialer and refresh the pending-callbacks gauge; never let a round fail."""
+        last_summary = 0.0
+        while True:
+            await asyncio.sleep(_DIALER_PERIOD)
+            now = self._clock()
+            try:
+                if self._dialer is not None and self._ami.connected:
+                    open_queues = [
+                        q.id
+                        for q in self._config.queues
+                        if q.callback.enabled and self._table.queue_open(q.id, now)
+                    ]
+                    await self._dialer.step(now, self._state.snapshot(), open_queues)
+                if (
+                    self._callbacks is not None
+                    and now.timestamp() - last_summary >= _PENDING_PERIOD
+                ):
+                    last_summary = now.timestamp()
+                    summary = await self._callbacks.pending_summary()
+                    self._callback_summary = list(summary)
+                    self._desk.set_callbacks_pending({s.queue: s.count for s in summary})
+                    if self._store is not None:
+                        self._desk.set_tickets(await self._store.count_by_status())
+            except (AmiError, SQLAlchemyError, TicketStoreError, OSError) as error:
+                self._log.warning("callback.round_failed", error=repr(error))
+
+    async def _callback(self, session: AgiSession) -> None:
+        """A waiting caller pressed the escape key: confirm, book, and hand back to the dialplan.
+
+        FIRSTLINE_CALLBACK is set last and only to 'booked' once the ticket is committed;
+        'failed' (store down, too slow) or 'cancelled' (no usable number) put the caller
+        back at their place in the queue.
+        """
+        env = session.request.env
+        args = session.request.args
+        queue_id = args[0] if args else ""
+        uniqueid = env.get("agi_uniqueid", "")
+        try:
+            queue = self._config.queue(queue_id)
+        except KeyError:
+            session.log.warning("callback.unknown_queue", queue=queue_id[:40])
+            await session.set_variable("FIRSTLINE_CALLBACK", "failed")
+            return
+        session.log = session.log.bind(queue=queue.id)
+        snapshot = self._state.snapshot()
+        call = snapshot.calls.get(uniqueid)
+        joined = call.joined_at if call is not None and call.joined_at is not None else None
+        priority_text = await session.get_variable("QUEUE_PRIO") or "0"
+        skills_text = await session.get_variable("FIRSTLINE_SKILLS") or ""
+        skills, _ignored = parse_skill_list(skills_text, {s.id for s in self._config.skills})
+        safe_uid = _safe_name(uniqueid)
+        # Asterisk's own spool (inside its root): the recording is linked to the ticket.
+        recording_base = f"/var/spool/asterisk/monitor/firstline-callback-{safe_uid}"
+
+        async def book(number: str, recording: str | None) -> Booking:
+            assert self._callbacks is not None
+            assert self._store is not None
+            now = self._clock()
+            customer = await self._store.customer_by_number(number)
+            name, rank = self._table.base_priority
+            package = customer.sla_package if customer is not None else None
+            if package not in self._config.sla.packages:
+                package = None
+            deadline = deadline_from_config(
+                self._config.sla,
+                self._config.sites[0],
+                priority=name,
+                package=package,
+                created_at=now,
+            )
+            booked = await self._callbacks.request(
+                now=now,
+                number=number,
+                queue=queue.id,
+                queue_joined_at=(
+                    dt.datetime.fromtimestamp(joined, dt.UTC) if joined is not None else now
+                ),
+                priority=name,
+                priority_rank=rank,
+                deadline=deadline,
+                skills=skills or dict(queue.skills),
+                customer_id=customer.id if customer is not None else None,
+                recording_path=recording,
+                uniqueid=uniqueid,
+                description="callback requested while waiting",
+                # The callback keeps the caller's place: their priority in the queue too.
+                queue_priority=int(priority_text) if priority_text.isdigit() else None,
+            )
+            return Booking(booked.ticket.number, booked.callback.id, booked.created)
+
+        try:
+            # Every step that talks to the caller has its own AGI timeout; the booking
+            # itself must be quick or not at all.
+            outcome = await run_escape(
+                session,
+                caller_id=env.get("agi_callerid", ""),
+                region=self._config.hotline.region,
+                record_seconds=queue.callback.record_description,
+                recording_base=recording_base,
+                book=_bounded(book, self._config.daemon.route_timeout * 2),
+            )
+        except (TimeoutError, SQLAlchemyError, TicketStoreError, OSError) as error:
+            session.log.error(  # noqa: TRY400 - the error is the news, not a traceback
+                "callback.booking_failed", queue=queue.id, error=repr(error)
+            )
+            await session.set_variable("FIRSTLINE_CALLBACK", "failed")
+            return
+        booking = outcome.booking
+        if booking is None:
+            session.log.info("callback.cancelled", queue=queue.id)
+            await session.set_variable("FIRSTLINE_CALLBACK", outcome.status)
+            return
+        await session.set_variable("FIRSTLINE_TICKET", booking.ticket_number)
+        await session.set_variable("FIRSTLINE_CALLBACK_ID", str(booking.callback_id))
+        if not booking.created:
+            await session.set_variable("FIRSTLINE_CALLBACK_NOTE", "firstline/callback-already")
+        person = await self._extended_support(queue.extended_support_team, booking)
+        if person is not None:
+            await session.set_variable("FIRSTLINE_PREFERRED", person.dial_interface)
+            await session.set_variable(
+                "FIRSTLINE_PREFERRED_RING", str(self._config.hotline.preferred_ring)
+            )
+        # Set last: from here on the dialplan reads the (committed) ticket number.
+        await session.set_variable("FIRSTLINE_CALLBACK", "extended" if person else "booked")
+        session.log.info(
+            "callback.booked",
+            queue=queue.id,
+            ticket=booking.ticket_number,
+            callback=booking.callback_id,
+            new=booking.created,
+            extended_support=person.id if person else None,
+            priority=priority_text,
+            joined_at=joined,
+        )
+        self._booked(booking, queue.id, uniqueid)
+
+    def _booked(self, booking: Booking, queue_id: str, uniqueid: str) -> None:
+        """The caller left the queue with a committed callback: their call ends here."""
+        self._event_out(
+            "ticket",
+            {
+                "event": "opened" if booking.created else "callback_again",
+                "ticket": booking.ticket_number,
+                "queue": queue_id,
+                "uniqueid": uniqueid,
+                "actor": "ivr",
+            },
+        )
+        self._publish(self._state.mark_callback(uniqueid, self._now()))
+
+    async def _callback_dial(self, session: AgiSession) -> None:
+        """An agent answered a held place: record the attempt and say whom to dial."""
+        if self._dialer is None:
+            return
+        env = session.request.env
+        args = session.request.args
+        callback_id = int(args[0]) if args and args[0].isdigit() else -1
+        channel = env.get("agi_channel", "")
+        interface = ""
+        if channel.endswith(";1"):
+            # The held place (;2) carries the member who answered (setinterfacevar=yes).
+            interface = await session.get_variable(f"IMPORT({channel[:-1]}2,MEMBERINTERFACE)") or ""
+        agent = self._state_agent(interface)
+        result = await self._dialer.agent_answered(
+            env.get("agi_uniqueid", ""), callback_id, agent, self._clock()
+        )
+        if result is None:
+            return
+        _callback, dial = result
+        await session.set_variable("FIRSTLINE_CB_DIAL", dial)
+
+    async def _callback_result(self, session: AgiSession) -> None:
+        """The customer's leg ended: record the outcome, plan the retry, count it."""
+        if self._dialer is None:
+            return
+        args = session.request.args
+        callback_id = int(args[0]) if args and args[0].isdigit() else -1
+        status = args[1] if len(args) > 1 else ""
+        now = self._clock()
+        outcome, callback = await self._dialer.attempt_ended(
+            session.request.env.get("agi_uniqueid", ""), callback_id, status, now
+        )
+        if callback is not None:
+            answered_at = await self._answered_at(session, now)
+            self._count_attempt(callback.queue, callback.created_at, outcome, answered_at)
+
+    @staticmethod
+    async def _answered_at(session: AgiSession, ended_at: dt.datetime) -> dt.datetime:
+        """When the customer's leg was answered: the hangup handler runs after the talk,
+        and Dial's ANSWEREDTIME says how long it lasted."""
+        talked = await session.get_variable("ANSWEREDTIME") or ""
+        seconds = float(talked) if re.fullmatch(r"\d{1,7}(\.\d{1,6})?", talked) else 0.0
+        return ended_at - dt.timedelta(seconds=seconds)
+
+    def _count_attempt(
+        self, queue: str, requested_at: dt.datetime, outcome: str, answered_at: dt.datetime
+    ) -> None:
+        """One attempt's result; an answered one also gives the callback's delay (request
+        to the agent talking with the customer), the figure leads promise customers."""
+        self._desk.callback_attempt(queue, outcome)
+        if outcome == "answered":
+            self._desk.callback_delay(queue, (answered_at - requested_at).total_seconds())
+
+    async def _extended_support(self, team: str | None, booking: Booking) -> Agent | None:
+        """A free member of the queue's extended-support team, who takes the new ticket now.
+
+        The callback is claimed for the time of that call, so the dialer leaves it alone;
+        the hangup handler then closes it (answered) or gives it back (not answered).
+        """
+        if team is None or self._callbacks is None or self._dialer is None:
+            return None
+        members = set(self._config.teams.get(team, ()))
+        free = sorted(
+            (
+                a
+                for a in self._state.snapshot().agents.values()
+                if a.agent_id in members and a.state is AgentState.AVAILABLE
+            ),
+            key=lambda a: a.since,  # the one free longest
+        )
+        if not free:
+            return None
+        try:
+            taken = await self._callbacks.claim_id(
+                booking.callback_id, owner=self._dialer.owner, now=self._clock(), lease=TALK_LEASE
+            )
+        except (SQLAlchemyError, TicketStoreError) as error:
+            self._log.warning("callback.extended_claim_failed", error=repr(error))
+            return None
+        return self._config.agent(free[0].agent_id) if taken else None
+
+    async def _callback_extended(self, session: AgiSession) -> None:
+        """Hangup handler of a caller put through to extended support: close or give back."""
+        if self._callbacks is None or self._dialer is None:
+            return
+        args = session.request.args
+        if len(args) < 3 or not args[0].isdigit():
+            return
+        callback_id, status, interface = int(args[0]), args[1], args[2]
+        agent = self._state_agent(interface)
+        now = self._clock()
+        owner = self._dialer.owner
+        try:
+            if status == "ANSWER":
+                callback = await self._callbacks.finish_attempt(
+                    callback_id,
+                    owner=owner,
+                    now=now,
+                    outcome="answered",
+                    retry_at=None,
+                    agent=agent,
+                )
+                answered_at = await self._answered_at(session, now)
+                self._count_attempt(callback.queue, callback.created_at, "answered", answered_at)
+            else:
+                await self._callbacks.release(callback_id, owner=owner, now=now)
+        except (SQLAlchemyError, TicketStoreError) as error:
+            session.log.warning("callback.extended_result_lost", error=repr(error))
+            return
+        session.log.info(
+            "callback.extended_support", callback=callback_id, agent=agent, dial_status=status
+        )
+
+    def _state_agent(self, interface: str) -> str | None:
+        for agent in self._config.agents:
+            if agent.dial_interface == interface:
+                return agent.id
+        return None
+
+
+def _bounded(book: Any, seconds: float) -> Any:
+    async def bounded(number: str, recording: str | None) -> Booking:
+        async with asyncio.timeout(seconds):
+            result: Booking = await book(number, recording)
+            return result
+
+    return bounded

@@ -4,17 +4,20 @@ Pure: no I/O, no clock. Kept apart so that ``acd.routing`` never imports the sta
 Per queue, the agents counted are the queue's members who are logged in and not paused in
 that queue (docs/EXPECTED_WAIT.md); a busy agent is expected free after the mean handle time
 (talk plus wrap-up, from the queue's answered calls) measured from when it became busy.
+Callers the routing AGI sent to a queue who have not joined it yet (they hear the welcome
+announcement first) count as waiting ahead: they arrived first, so they are answered first.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from statistics import fmean
 
 from acd.expected_wait import busy_remaining
 from acd.routing import AgentAvailability, QueueLoad, RoutingView
 from acd.state import FinishedCall, Outcome, StateSnapshot
-from acd.state_machines import AgentState
+from acd.state_machines import AgentState, CallState
 
 __all__ = ["routing_view"]
 
@@ -47,14 +50,20 @@ def routing_view(
         for queue_id, member in view.queues.items():
             if not member.paused and view.state is not AgentState.PAUSED:
                 members.setdefault(queue_id, []).append((view.state, view.since))
+    arriving = Counter(
+        call.queue
+        for call in snapshot.calls.values()
+        if call.state is CallState.ROUTING and call.queue is not None
+    )
     queues: dict[str, QueueLoad] = {}
-    for queue_id in set(snapshot.queues) | set(members):
+    for queue_id in set(snapshot.queues) | set(members) | set(arriving):
         queue_members = members.get(queue_id, [])
         samples = handle_times.get(queue_id, [])
         mean = fmean(samples) if samples else None
         busy_since = [since for state, since in queue_members if state in _BUSY]
         queues[queue_id] = QueueLoad(
-            waiting=len(snapshot.queues[queue_id].waiting) if queue_id in snapshot.queues else 0,
+            waiting=arriving[queue_id]
+            + (len(snapshot.queues[queue_id].waiting) if queue_id in snapshot.queues else 0),
             agents_available=sum(state is AgentState.AVAILABLE for state, _ in queue_members),
             agents_busy_remaining=(
                 busy_remaining((max(0.0, now - since) for since in busy_since), mean)

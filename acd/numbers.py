@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import phonenumbers
 
-__all__ = ["normalise_number"]
+__all__ = ["normalise_number", "spoken_digits"]
 
 _MAX_RAW = 40  # longer than any dialable number, with room for separators
+_E164_MAX_LENGTH = 16  # '+' and at most 15 digits
 _MIN_NATIONAL = 6  # shorter national numbers are internal extensions or service codes
 
 
@@ -38,4 +39,20 @@ def normalise_number(raw: str, region: str) -> str | None:
         or len(str(parsed.national_number)) < _MIN_NATIONAL
     ):
         return None
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    # "Possible" allows some national lengths that exceed E.164's 15 digits with the
+    # country code ('10000000000000' in DE reads as +49 and 14 digits): not a number.
+    return e164 if len(e164) <= _E164_MAX_LENGTH else None
+
+
+def spoken_digits(e164: str, region: str) -> str:
+    """The digits to read a caller their own number back: as dialled at home in `region`
+    (national form, e.g. '030123456'), else with the international prefix ('0044...')."""
+    try:
+        parsed = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return "".join(c for c in e164 if c.isdigit())
+    if phonenumbers.region_code_for_number(parsed) == region.upper():
+        national = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.NATIONAL)
+        return "".join(c for c in national if c.isdigit())
+    return "00" + "".join(c for c in e164 if c.isdigit())

@@ -471,6 +471,21 @@ class RoutingTable:
             self._plans[key] = plan
         return plan
 
+    def queue_open(self, queue_id: str, now: dt.datetime) -> bool:
+        """Whether a site of one of the queue's members is open at `now` (False: unknown)."""
+        entry = self._entries.get(queue_id)
+        if entry is None:
+            return False
+        return _queue_open(self, entry, _aware(now), self._open_now(_aware(now)))
+
+    @property
+    def base_priority(self) -> tuple[str, int]:
+        """The SLA priority (name, rank) of a call that nothing raises ("normal")."""
+        if _NORMAL_PRIORITY in self._ranks:
+            return _NORMAL_PRIORITY, self._ranks[_NORMAL_PRIORITY]
+        name = min(self._ranks, key=self._ranks.__getitem__)
+        return name, self._ranks[name]
+
     def _open_now(self, now: dt.datetime) -> _MinuteMemo:
         # Exact integer minutes: a float timestamp could round an instant into the next one.
         since = now - _EPOCH

@@ -48,6 +48,7 @@ from acd.state_machines import (
 )
 
 __all__ = [
+    "HELD_PLACE_PREFIX",
     "AgentChanged",
     "AgentView",
     "Anomaly",
@@ -151,6 +152,11 @@ class FinishedCall:
     talk: float | None
     agent_id: str | None
 
+    @property
+    def held_place(self) -> bool:
+        """The visit of a callback's held place: a callback attempt, not a caller's call."""
+        return self.uniqueid.startswith(HELD_PLACE_PREFIX)
+
 
 @dataclass(frozen=True, slots=True)
 class CallFinished:
@@ -172,6 +178,11 @@ class Anomaly:
 Change = AgentChanged | MembershipChanged | CallChanged | CallFinished | Anomaly
 
 
+# The callback dialer's held places in queues carry Uniqueids (Originate's ChannelId) with
+# this prefix, so they are told from callers without extra state, also after a resync.
+HELD_PLACE_PREFIX: Final = "cb-"
+
+
 # --- snapshot views -----------------------------------------------------------------------
 
 
@@ -185,6 +196,11 @@ class WaitingCaller:
     priority: int
     position: int
     ringing: bool
+
+    @property
+    def held_place(self) -> bool:
+        """A callback's held place (the callback dialer's), not a caller on the line."""
+        return self.uniqueid.startswith(HELD_PLACE_PREFIX)
 
 
 @dataclass(frozen=True, slots=True)

@@ -257,8 +257,10 @@ class DeskMetrics:
         oldest = dict.fromkeys(self._queues, 0.0)
         for view in snapshot.queues.values():
             queue = self._queue(view.queue)
-            waiting[queue] += len(view.waiting)
             for caller in view.waiting:
+                if caller.held_place:
+                    continue  # pending callbacks have their own gauge
+                waiting[queue] += 1
                 oldest[queue] = max(oldest[queue], now - caller.joined_at)
         members = {(q, s): 0 for q in self._queues for s in AgentState}
         for agent in snapshot.agents.values():
@@ -307,6 +309,8 @@ class DeskMetrics:
         return name if name is not None and name in self._queues else OTHER
 
     def _finished(self, record: FinishedCall) -> None:
+        if record.held_place:
+            return  # a callback attempt: counted by the dialer, never as a caller's call
         queue = self._queue(record.queue)
         if record.outcome is Outcome.CALLBACK_REQUESTED:
             self._callbacks_requested.labels(queue=queue).inc()

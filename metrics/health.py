@@ -40,6 +40,18 @@ class HealthMetrics:
             buckets=_AGI_BUCKETS,
             registry=registry,
         )
+        self._mqtt_connected = Gauge(
+            "acd_mqtt_connected",
+            "1 while the daemon is connected to its MQTT broker, else 0 (absent: no MQTT).",
+            registry=registry,
+        )
+        self._mqtt_events = Gauge(
+            "acd_mqtt_events",
+            "Events handed to the MQTT link, by fate: published (acknowledged by the "
+            "broker), queued (waiting for it), dropped (lost while it was away too long).",
+            ["fate"],
+            registry=registry,
+        )
         self._logins = 0
 
     def ami_logged_in(self) -> None:
@@ -54,3 +66,10 @@ class HealthMetrics:
     def agi_request_done(self, script: str, result: str, seconds: float) -> None:
         self._agi_requests.labels(script=script, result=result).inc()
         self._agi_duration.labels(script=script).observe(seconds)
+
+    def mqtt_link(self, *, connected: bool, published: int, queued: int, dropped: int) -> None:
+        """The MQTT link's own counts (it keeps them; this only shows them)."""
+        self._mqtt_connected.set(1 if connected else 0)
+        self._mqtt_events.labels(fate="published").set(published)
+        self._mqtt_events.labels(fate="queued").set(queued)
+        self._mqtt_events.labels(fate="dropped").set(dropped)

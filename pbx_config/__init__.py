@@ -4,6 +4,6 @@
 them atomically, secrets 0600. Nothing here talks to a running Asterisk.
 """
 
-from pbx_config.render import SECRET_FILES, RenderError, render, write_rendered
+from pbx_config.render import HELD_PLACE_RULE, SECRET_FILES, RenderError, render, write_rendered
 
-__all__ = ["SECRET_FILES", "RenderError", "render", "write_rendered"]
+__all__ = ["HELD_PLACE_RULE", "SECRET_FILES", "RenderError", "render", "write_rendered"]

@@ -12,6 +12,7 @@ first-level queue and stays there; only agents hear an error message.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from acd.config.model import Agent, Config, Queue
 
-__all__ = ["SECRET_FILES", "RenderError", "render", "write_rendered"]
+__all__ = ["HELD_PLACE_RULE", "SECRET_FILES", "RenderError", "render", "write_rendered"]
 
 #: Rendered files that hold secrets (written 0600).
 SECRET_FILES = frozenset({"manager.conf", "pjsip.conf"})
@@ -158,6 +159,14 @@ _AMI_EVENTS: tuple[str, ...] = (
     "OriginateResponse",
 )
 
+HELD_PLACE_RULE = "firstline-held"
+# SIP headers on an agent's ringing leg, in the order of the agent-leg gosub's arguments.
+AGENT_HEADERS = ("X-Firstline-Ticket", "X-Firstline-Category", "X-Firstline-Customer")
+_ANSWERED = "firstline-agent-answered"
+_TO_RATING = 'GotoIf($["${QUEUESTATUS}" = "CONTINUE"]?firstline-rating,s,1)'
+_AGENT_LEG = (
+    "b(firstline-agent-leg^s^1(${FIRSTLINE_TICKET}^${FIRSTLINE_CATEGORY}^${FIRSTLINE_CUSTOMER}))"
+)
 _MAX_PENALTY_DEFAULT = 0  # fully qualified agents only, until the queue's rule widens it
 
 
@@ -395,8 +404,22 @@ _MEDIA: tuple[tuple[str, str], ...] = (
 )
 
 
+def _media(config: Config) -> tuple[tuple[str, str], ...]:
+    """RTP bound to the SIP address when that is one IP address: bound to any address,
+    Asterisk looks its own host name up for every call's media (an ERROR per call where
+    the host name does not resolve)."""
+    try:
+        address = ipaddress.ip_address(config.sip.bind)
+    except ValueError:
+        return _MEDIA
+    if address.is_unspecified:
+        return _MEDIA
+    return (*_MEDIA, ("media_address", str(address)), ("bind_rtp_to_media_address", "yes"))
+
+
 def _pjsip_conf(config: Config) -> str:
     sip = config.sip
+    media = _media(config)
     parts = [
         _header("SIP: one transport, the hotline's inbound endpoint, one endpoint per agent."),
         _section(
@@ -411,24 +434,24 @@ def _pjsip_conf(config: Config) -> str:
                 [
                     ("type", "endpoint"),
                     ("context", "firstline-hotline"),
-                    *_MEDIA,
+                    *media,
                     ("language", config.hotline.languages[0]),
                 ],
                 comment="Unidentified callers (trunk, SIPp) reach the hotline, nothing else.",
             )
         )
     for agent in config.agents:
-        parts.extend(_pjsip_agent(agent))
+        parts.extend(_pjsip_agent(agent, media))
     return "\n".join(parts)
 
 
-def _pjsip_agent(agent: Agent) -> list[str]:
+def _pjsip_agent(agent: Agent, media: tuple[tuple[str, str], ...]) -> list[str]:
     name = agent.endpoint_name
     language = agent.languages[0] if agent.languages else None
     endpoint: list[tuple[str, str | int]] = [
         ("type", "endpoint"),
         ("context", "firstline-agents"),
-        *_MEDIA,
+        *media,
         ("auth", f"{name}-auth"),
         ("aors", name),
         ("callerid", f'"{agent.name}" <{agent.extension}>'),
@@ -493,8 +516,7 @@ def _queue_section(queue: Queue) -> str:
     ]
     if queue.callback.enabled:
         settings += [
-            # Placeholder prompt until the IVR ships firstline/callback-offer.
-            ("periodic-announce", "queue-periodic-announce"),
+            ("periodic-announce", f"firstline/callback-offer-{queue.callback.digit}"),
             ("periodic-announce-frequency", queue.callback.offer_every),
             # A digit with an extension in this context takes the caller out of Queue().
             ("context", f"firstline-queue-{queue.id}"),
@@ -513,6 +535,9 @@ def _queuerules_conf(config: Config) -> str:
             "queue's requirement) after a wait."
         ),
         "[general]\n",
+        # A callback's held place gets the bound its caller earned by waiting, from the
+        # dialer, renewed with the place: no rule may narrow it again.
+        _section(HELD_PLACE_RULE, [("penaltychange", "86400,+0")]).replace(" = ", " => "),
     ]
     for queue in config.queues:
         if not queue.escalation:
@@ -545,6 +570,8 @@ def _extensions_conf(config: Config) -> str:
         _section("general", [("static", "yes"), ("writeprotect", "yes")]),
         _hotline_context(config),
         *(_queue_context(config, q) for q in config.queues if q.callback.enabled),
+        _callback_contexts(config),
+        _rating_context(config),
         _agents_context(config),
         "; Site-local additions (and the tests' Local-channel harness) live here.\n"
         "#tryinclude extensions_local.conf\n",
@@ -595,13 +622,19 @@ def _hotline_context(config: Config) -> str:
             # (Without Dial's "g" option an answered call ends here when it is over.)
             _step(
                 'ExecIf($["${FIRSTLINE_PREFERRED}" != ""]?'
-                "Dial(${FIRSTLINE_PREFERRED},${FIRSTLINE_PREFERRED_RING}))"
+                f"Dial(${{FIRSTLINE_PREFERRED}},${{FIRSTLINE_PREFERRED_RING}},{_AGENT_LEG}))"
+            ),
+            # A queue that offers callbacks waits in its own context, where the escape
+            # digit is an extension (see firstline-queue-<id>).
+            _step(
+                "GotoIf($[${DIALPLAN_EXISTS(firstline-queue-${FIRSTLINE_QUEUE},enter,1)}]"
+                "?firstline-queue-${FIRSTLINE_QUEUE},enter,1)"
             ),
             _step(
-                "Queue(${FIRSTLINE_QUEUE},,,,"
-                f'${{IF($["${{FIRSTLINE_MAX_WAIT}}" = ""]?{default.max_wait}:'
-                "${FIRSTLINE_MAX_WAIT})})"
+                f"Queue(${{FIRSTLINE_QUEUE}},${{FIRSTLINE_QUEUE_OPTIONS}}{_AGENT_LEG},,,"
+                f"{_max_wait(default.max_wait)},,{_ANSWERED})"
             ),
+            _step(_TO_RATING),
             # Timed out, or the queue did not exist: the default queue, never a hangup.
             _step("Goto(fallback,1)"),
         ],
@@ -614,7 +647,11 @@ def _hotline_context(config: Config) -> str:
             # warns and ignores it).
             f"Set(QUEUE_MAX_PENALTY={_MAX_PENALTY_DEFAULT})",
             _step("Set(QUEUE_MIN_PENALTY=0)"),
-            _label("again", f"Queue({default.id},,,,{default.max_wait})"),
+            _label(
+                "again",
+                f"Queue({default.id},{_options(default)},,,{default.max_wait},,{_ANSWERED})",
+            ),
+            _step(_TO_RATING),
             _step('GotoIf($["${QUEUESTATUS}" = "TIMEOUT"]?again)'),
             # Queue() returned at once (e.g. the queue failed to load): don't spin.
             _step("MusicOnHold(,20)"),
@@ -626,26 +663,192 @@ def _hotline_context(config: Config) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _options(queue: Queue) -> str:
+    """Queue() options: 'c' lets the caller go on to the rating when the agent hangs up."""
+    return ("c" if queue.rating else "") + _AGENT_LEG
+
+
+def _rating_context(config: Config) -> str:
+    lines = [
+        "; After the agent hung up (Queue's c option, queues with rating): the caller rates",
+        "; the help from 1 to 5; the daemon stores it with the call and its ticket.",
+        "[firstline-rating]",
+    ]
+    lines += _ext("s", [f"AGI({_agi(config, 'rate')})", _step("Hangup()")])
+    lines += [
+        "",
+        "; Runs on the agent's channel when it answers a queue call (Queue's gosub): records",
+        "; the conversation when the daemon named a file (queues with record).",
+        "[firstline-agent-answered]",
+    ]
+    lines += _ext(
+        "s",
+        [
+            'ExecIf($["${FIRSTLINE_RECORDING}" != ""]?MixMonitor(${FIRSTLINE_RECORDING}.wav,b))',
+            _step("Return()"),
+        ],
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _max_wait(default: int) -> str:
+    return f'${{IF($["${{FIRSTLINE_MAX_WAIT}}" = ""]?{default}:${{FIRSTLINE_MAX_WAIT}})}}'
+
+
 def _queue_context(config: Config, queue: Queue) -> str:
     digit = queue.callback.digit
+    wait = _max_wait(queue.max_wait)
     lines = [
-        f"; Callers waiting in {queue.id} who press {digit} ask for a callback. The daemon",
-        "; books it (FIRSTLINE_CALLBACK=booked); otherwise they go back into the queue.",
+        f"; Callers of {queue.id} wait here; pressing {digit} at any moment asks for a callback:",
+        "; during the welcome announcement (Background) as during the wait (Queue with",
+        "; context=). The daemon books it and sets FIRSTLINE_CALLBACK=booked only after the",
+        "; ticket is committed; the number is then read from here, so it is read even if the",
+        "; daemon dies right after. Anything else puts the caller back at their place.",
         f"[firstline-queue-{queue.id}]",
     ]
+    lines += _ext(
+        "enter",
+        [
+            'GotoIf($["${FIRSTLINE_ANNOUNCE}" = ""]?wait)',
+            # Expected wait and the offer, interruptible by the escape digit.
+            _step("Background(${FIRSTLINE_ANNOUNCE})"),
+            _label("wait", f"Queue({queue.id},{_options(queue)},,,{wait},,{_ANSWERED})"),
+            _step(_TO_RATING),
+            _step("Goto(firstline-hotline,fallback,1)"),
+        ],
+    )
     lines += _ext(
         digit,
         [
             "Set(FIRSTLINE_CALLBACK=)",
+            _step("Set(FIRSTLINE_TICKET=)"),
             _step(f"AGI({_agi(config, 'callback')},{queue.id})"),
             _step('GotoIf($["${FIRSTLINE_CALLBACK}" = "booked"]?booked)'),
-            # Not booked: back into the queue at the place the caller left (QUEUEPOSITION
-            # is set by app_queue on leaving), never at the end of the line.
-            _step(f"Queue({queue.id},,,,{queue.max_wait},,,,${{QUEUEPOSITION}})"),
+            _step('GotoIf($["${FIRSTLINE_CALLBACK}" = "extended"]?extended)'),
+            # Daemon down, database down, or the caller gave up on the questions.
+            _step(
+                'ExecIf($["${FIRSTLINE_CALLBACK}" != "cancelled"]?'
+                "Playback(firstline/callback-failed))"
+            ),
+            # Back at the place the caller left (QUEUEPOSITION, set by app_queue on leaving).
+            _label(
+                "back",
+                f"Queue({queue.id},{_options(queue)},,,{wait},,{_ANSWERED},,${{QUEUEPOSITION}})",
+            ),
+            _step(_TO_RATING),
             _step("Goto(firstline-hotline,fallback,1)"),
-            _label("booked", "Hangup()"),
+            _label("extended", "Playback(firstline/extended-support)"),
+            # However this ends, the daemon learns it at hangup: answered, the callback is
+            # done; not, it goes back to the dialer (the ticket stands either way).
+            _step(
+                "Set(CHANNEL(hangup_handler_push)=firstline-callback,extended,1"
+                "(${FIRSTLINE_CALLBACK_ID},${FIRSTLINE_PREFERRED}))"
+            ),
+            _step(f"Dial(${{FIRSTLINE_PREFERRED}},${{FIRSTLINE_PREFERRED_RING}},{_AGENT_LEG})"),
+            _step('GotoIf($["${DIALSTATUS}" = "ANSWER"]?done)'),
+            _label(
+                "booked",
+                'ExecIf($["${FIRSTLINE_CALLBACK_NOTE}" != ""]?'
+                "Playback(${FIRSTLINE_CALLBACK_NOTE}))",
+            ),
+            _step("Playback(firstline/ticket-number-is)"),
+            _step("SayDigits(${FILTER(0-9,${FIRSTLINE_TICKET})})"),
+            _step("Playback(firstline/callback-booked)"),
+            _label("done", "Hangup()"),
         ],
     )
+    lines += _ext("i", ["Goto(enter,wait)"])
+    return "\n".join(lines) + "\n"
+
+
+def _callback_contexts(config: Config) -> str:
+    """The held place of a callback in its queue, the whisper, and the customer's leg."""
+    dial = config.callback
+    lines = [
+        "; A callback's held place (the ;2 half of the dialer's Local channel) waits in the",
+        "; queue at its caller's place. When an agent answers, the agent hears the ticket",
+        "; (gosub on the member channel), the held place is answered, and the ;1 half",
+        "; continues at 'customer': the customer is dialled and the daemon told the result.",
+        "[firstline-callback]",
+    ]
+    lines += _ext(
+        "hold",
+        [
+            "Set(QUEUE_PRIO=${FIRSTLINE_CB_PRIO})",
+            _step("Set(QUEUE_MAX_PENALTY=${FIRSTLINE_CB_MAX_PENALTY})"),
+            _step("Set(QUEUE_MIN_PENALTY=0)"),
+            _step(
+                # The agent's channel inherits FIRSTLINE_CB_TICKET for the whisper.
+                # Its ringing leg carries the ticket in the same SIP header as a live call's.
+                "Queue(${FIRSTLINE_CB_QUEUE},b(firstline-agent-leg^s^1(${FIRSTLINE_CB_TICKET}^^)),"
+                ",,${FIRSTLINE_CB_WAIT},,"
+                "firstline-callback-whisper,${FIRSTLINE_CB_RULE},${FIRSTLINE_CB_POSITION})"
+            ),
+            _step("Hangup()"),
+        ],
+    )
+    lines += _ext(
+        "customer",
+        [
+            f"AGI({_agi(config, 'callback-dial')},${{FIRSTLINE_CB_ID}})",
+            _step('GotoIf($["${FIRSTLINE_CB_DIAL}" = ""]?gone)'),
+            _step(f"Set(CALLERID(num)={dial.caller_id or config.hotline.numbers[0]})"),
+            # The leg started as the agent's: the customer sees the hotline, not a name.
+            _step("Set(CALLERID(name)=)"),
+            # The result is reported however the leg ends (either side may hang up).
+            _step("Set(CHANNEL(hangup_handler_push)=firstline-callback,result,1)"),
+            _step(f"Dial(${{FIRSTLINE_CB_DIAL}},{dial.ring_timeout})"),
+            _step(
+                'ExecIf($["${DIALSTATUS}" != "ANSWER"]?'
+                "Playback(firstline/callback-customer-unreachable))"
+            ),
+            _label("gone", "Hangup()"),
+        ],
+    )
+    lines += _ext(
+        "result",
+        [
+            f"AGI({_agi(config, 'callback-result')},${{FIRSTLINE_CB_ID}},${{DIALSTATUS}})",
+            _step("Return()"),
+        ],
+    )
+    lines += _ext(
+        "extended",
+        [
+            f"AGI({_agi(config, 'callback-extended')},${{ARG1}},${{DIALSTATUS}},${{ARG2}})",
+            _step("Return()"),
+        ],
+    )
+    lines += [
+        "",
+        "; Runs on the agent's channel before the agent is connected (Queue's gosub).",
+        "[firstline-callback-whisper]",
+    ]
+    lines += _ext(
+        "s",
+        [
+            "Playback(firstline/whisper-callback)",
+            # The sequence part as a number ("ticket four thousand seven hundred eleven"):
+            # the agent's screen shows the whole number; every second here is waiting.
+            _step("SayNumber(${CUT(FIRSTLINE_CB_TICKET,-,2)})"),
+            _step("Playback(firstline/whisper-connecting)"),
+            _step("Return()"),
+        ],
+    )
+    lines += [
+        "",
+        "; Runs on an agent's outgoing leg before it rings (the b option of Queue and Dial):",
+        "; the softphone shows what the caller told the IVR and who they are in SIP headers.",
+        "; Values come from the daemon (ids and ticket numbers only, never caller input).",
+        "[firstline-agent-leg]",
+    ]
+    steps = ['GotoIf($["${CHANNEL(channeltype)}" != "PJSIP"]?done)']
+    for n, header in enumerate(AGENT_HEADERS, 1):
+        steps.append(
+            _step(f'ExecIf($["${{ARG{n}}}" != ""]?Set(PJSIP_HEADER(add,{header})=${{ARG{n}}}))')
+        )
+    steps.append(_label("done", "Return()"))
+    lines += _ext("s", steps)
     return "\n".join(lines) + "\n"
 
 

@@ -113,6 +113,42 @@ def test_chunking_does_not_change_events(name: str, cuts: list[int]) -> None:
     assert _events(chunks) == _events([data])
 
 
+def _outcome(chunks: list[bytes], **limits: int) -> list[AgiEvent] | str:
+    try:
+        return _events(chunks, **limits)
+    except AgiProtocolError as exc:
+        return f"error: {exc}"
+
+
+_HEADER_LINES = st.one_of(
+    st.sampled_from([b"agi_network_script: s?x=1&y", b"agi_request: agi://h/r?q", b"agi_arg_1:"]),
+    st.builds(
+        lambda key, value: key + b": " + value.replace(b"\n", b""),
+        st.sampled_from([b"agi_channel", b"agi_arg_1", b"agi_arg_2", b"bad key", b" "]),
+        st.binary(max_size=12),
+    ),
+    st.binary(max_size=10).map(lambda line: line.replace(b"\n", b"")),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    before=st.sampled_from([b"", b"\n", b"\r\n"]),
+    lines=st.lists(_HEADER_LINES, max_size=10),
+    after=st.sampled_from([b"", b"200 result=1 (v)\n", b"HANGUP\n", b"\r\n"]),
+    max_headers=st.integers(min_value=1, max_value=12),
+    max_header_bytes=st.integers(min_value=8, max_value=300),
+)
+def test_a_whole_header_parses_as_it_does_byte_by_byte(
+    before: bytes, lines: list[bytes], after: bytes, max_headers: int, max_header_bytes: int
+) -> None:
+    # Whole, the block takes the one-step path; byte by byte it goes line by line.
+    data = before + b"\n".join(lines) + b"\n\n" + after
+    limits = {"max_headers": max_headers, "max_header_bytes": max_header_bytes}
+    whole = _outcome([data], **limits)
+    assert whole == _outcome([data[i : i + 1] for i in range(len(data))], **limits)
+
+
 def test_utf8_split_between_reads() -> None:
     data = _transcript("session")
     at = data.index("Müller".encode()) + 2  # inside the two bytes of 'ü'

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from acd.agi import AgiCommandError, AgiServer, AgiSession, Handler
+from acd.agi import AgiCommandError, AgiHangup, AgiServer, AgiSession, Handler
 
 TRANSCRIPTS = Path(__file__).parent / "transcripts" / "agi"
 HEADER = (TRANSCRIPTS / "hangup.bin").read_bytes().split(b"\n\n")[0] + b"\n\n"
@@ -222,6 +222,104 @@ async def test_fifty_concurrent_sessions(server: AgiServer) -> None:
     await asyncio.gather(*(_greet_works(server, f"c{i}".encode()) for i in range(50)))
     await _idle(server)
     assert server.counters[("greet", "ok")] == 50
+
+
+async def test_hangup_seen_between_commands_and_a_flood_is_read_in_bounded_steps() -> None:
+    sessions: list[AgiSession] = []
+    parked, go = asyncio.Event(), asyncio.Event()
+    outcome: list[str] = []
+
+    async def idle(session: AgiSession) -> None:
+        sessions.append(session)
+        await session.answer()
+        parked.set()
+        await go.wait()  # busy elsewhere: no command in flight while Asterisk talks
+        try:
+            await session.verbose("after")
+        except AgiHangup:
+            outcome.append("hangup")
+            raise
+
+    srv = AgiServer(port=0, handlers={"idle": idle}, command_timeout=5)
+    await srv.start()
+    try:
+        fake = await FakeAsterisk.connect(srv.port, "idle")
+        assert await fake.command() == b"ANSWER\n"
+        await fake.reply(b"200 result=0\n")
+        async with asyncio.timeout(3):
+            await parked.wait()
+        assert not sessions[0].hung_up
+        await fake.reply(b"HANGUP\n" * 5000)
+        async with asyncio.timeout(3):
+            while not sessions[0].hung_up:  # noqa: ASYNC110 - a flag to watch, no event
+                await asyncio.sleep(0.01)
+        # Only a few of the 5,000 lines are parsed ahead; the rest waits in the socket.
+        assert len(sessions[0]._stream._events) <= 16
+        go.set()
+        assert await fake.command() == b"VERBOSE after 1\n"
+        await fake.reply(b"200 result=1\n")
+        assert await fake.eof() == b""
+        await fake.close()
+        await _idle(srv)
+        assert outcome == ["hangup"]
+        assert srv.counters[("idle", "hangup")] == 1
+    finally:
+        await srv.close()
+
+
+async def test_each_command_keeps_its_own_reply_timeout() -> None:
+    timings: list[float] = []
+
+    async def mixed(session: AgiSession) -> None:
+        await session.execute("ANSWER", reply_timeout=0.2)
+        await session.execute("NOOP", reply_timeout=30)  # answered after the 0.2 s passed
+        started = time.monotonic()
+        try:
+            await session.execute("VERBOSE", "x", reply_timeout=0.3)  # never answered
+        finally:
+            timings.append(time.monotonic() - started)
+
+    srv = AgiServer(port=0, handlers={"mixed": mixed}, header_timeout=30, command_timeout=30)
+    await srv.start()
+    try:
+        fake = await FakeAsterisk.connect(srv.port, "mixed")
+        assert await fake.command() == b"ANSWER\n"
+        await fake.reply(b"200 result=0\n")
+        assert await fake.command() == b"NOOP\n"
+        await asyncio.sleep(0.5)
+        await fake.reply(b"200 result=0\n")
+        assert await fake.command() == b"VERBOSE x\n"
+        assert await fake.eof() == b""
+        await fake.close()
+        await _idle(srv)
+        assert srv.counters[("mixed", "timeout")] == 1
+        assert len(timings) == 1
+        assert 0.25 < timings[0] < 3  # its own 0.3 s, not the 30 s of the wait before
+    finally:
+        await srv.close()
+
+
+async def test_concurrent_commands_of_one_session_go_one_at_a_time() -> None:
+    async def both(session: AgiSession) -> None:
+        await asyncio.gather(session.verbose("a"), session.verbose("b"))
+
+    srv = AgiServer(port=0, handlers={"both": both})
+    await srv.start()
+    try:
+        fake = await FakeAsterisk.connect(srv.port, "both")
+        assert await fake.command() == b"VERBOSE a 1\n"
+        with pytest.raises(TimeoutError):  # b waits for a's reply
+            async with asyncio.timeout(0.2):
+                await fake.reader.readline()
+        await fake.reply(b"200 result=1\n")
+        assert await fake.command() == b"VERBOSE b 1\n"
+        await fake.reply(b"200 result=1\n")
+        assert await fake.eof() == b""
+        await fake.close()
+        await _idle(srv)
+        assert srv.counters[("both", "ok")] == 1
+    finally:
+        await srv.close()
 
 
 async def test_close_cancels_running_sessions() -> None:

@@ -24,6 +24,7 @@ from acd.numbers import normalise_number
         ("030\n1234567", None),
         ("9" * 200, None),
         ("201", None),  # an internal extension is no E.164 number
+        ("10000000000000", None),  # "possible" in DE, but +49 and 14 digits exceed E.164
     ],
 )
 def test_normalise(raw: str, expected: str | None) -> None:

@@ -90,7 +90,8 @@ def test_hotline_asks_the_daemon_and_falls_back(config: Config) -> None:
         assert f"exten => {number},1,Set(FIRSTLINE_DIALED=${{EXTEN}})" in hotline
     text = "\n".join(hotline)
     assert "AGI(agi://127.0.0.1:4573/route,${FIRSTLINE_DIALED})" in text
-    assert "Queue(first-en,,,,600)" in text  # the fallback
+    assert "Queue(first-en,b(firstline-agent-leg^s^1(" in text  # the fallback
+    assert "})),,,600,,firstline-agent-answered)" in text
     # The decision counts only when the daemon set the queue during this very AGI call.
     assert text.index("Set(FIRSTLINE_QUEUE=)") < text.index("/route,")
     assert 'GotoIf($["${FIRSTLINE_QUEUE}" != ""]?queue,1)' in text
@@ -103,11 +104,41 @@ def test_queue_contexts_and_agent_codes(config: Config) -> None:
     sections = _sections(render(config)["extensions.conf"])
     assert "firstline-queue-second-cad" not in sections  # callback disabled there
     first_en = "\n".join(sections["firstline-queue-first-en"])
-    assert first_en.startswith("exten => 9,1,Set(FIRSTLINE_CALLBACK=)")
+    # The welcome announcement is interruptible by the escape digit, like the wait itself.
+    assert first_en.startswith('exten => enter,1,GotoIf($["${FIRSTLINE_ANNOUNCE}" = ""]?wait)')
+    assert " same => n,Background(${FIRSTLINE_ANNOUNCE})" in first_en
+    assert "exten => 9,1,Set(FIRSTLINE_CALLBACK=)" in first_en
     assert "AGI(agi://127.0.0.1:4573/callback,first-en)" in first_en
     # Only the daemon's own word counts as booked; anything else goes back into the queue.
     assert 'GotoIf($["${FIRSTLINE_CALLBACK}" = "booked"]?booked)' in first_en
-    assert "Queue(first-en,,,,600,,,,${QUEUEPOSITION})" in first_en  # keeps the caller's place
+    # The number is read from the dialplan, after the daemon committed the ticket.
+    assert first_en.index("?booked)") < first_en.index(
+        "SayDigits(${FILTER(0-9,${FIRSTLINE_TICKET})})"
+    )
+    # Back at the caller's place when nothing was booked.
+    assert (
+        '})),,,${IF($["${FIRSTLINE_MAX_WAIT}" = ""]?600:${FIRSTLINE_MAX_WAIT})},'
+        ",firstline-agent-answered,,${QUEUEPOSITION})" in first_en
+    )
+    # The agent's phone is told the ticket, category and customer (PJSIP agents only).
+    leg = (
+        "b(firstline-agent-leg^s^1"
+        "(${FIRSTLINE_TICKET}^${FIRSTLINE_CATEGORY}^${FIRSTLINE_CUSTOMER}))"
+    )
+    assert f"Queue(first-en,{leg},,," in first_en
+    agent_leg = "\n".join(sections["firstline-agent-leg"])
+    assert 'GotoIf($["${CHANNEL(channeltype)}" != "PJSIP"]?done)' in agent_leg
+    for n, header in enumerate(
+        ("X-Firstline-Ticket", "X-Firstline-Category", "X-Firstline-Customer"), 1
+    ):
+        assert f"Set(PJSIP_HEADER(add,{header})=${{ARG{n}}})" in agent_leg
+    held = "\n".join(sections["firstline-callback"])
+    assert ",firstline-callback-whisper,${FIRSTLINE_CB_RULE}," in held
+    # A callback's ringing leg shows its ticket like a live call's.
+    assert "b(firstline-agent-leg^s^1(${FIRSTLINE_CB_TICKET}^^))" in held
+    assert "Set(CALLERID(name)=)" in held  # the customer sees the hotline, not the agent
+    assert "Set(CHANNEL(hangup_handler_push)=firstline-callback,result,1)" in held
+    assert "AGI(agi://127.0.0.1:4573/callback-result,${FIRSTLINE_CB_ID},${DIALSTATUS})" in held
     agents = "\n".join(sections["firstline-agents"])
     assert "exten => _*23X,1,Answer()" in agents
     assert "AGI(agi://127.0.0.1:4573/agent,pause,${EXTEN:3})" in agents
@@ -203,7 +234,7 @@ def test_example_loads_cleanly_in_asterisk(pbx, config: Config, tmp_path: Path) 
         assert f"Endpoint:  {agent.endpoint_name}/{agent.extension} " in endpoints
     hotline = pbx.cli("dialplan show firstline-hotline")
     assert "AGI(agi://127.0.0.1:" in hotline
-    assert "Queue(first-en,,,,600)" in hotline
+    assert "})),,,600,,firstline-agent-answered)" in hotline
 
     # A caller whose routing fails still reaches an agent; only filtered events arrive.
     events = _ami(
@@ -228,3 +259,17 @@ def test_example_loads_cleanly_in_asterisk(pbx, config: Config, tmp_path: Path) 
     pbx.cli("queue remove member Local/alice@test-agents from first-en")
     errors = pbx.errors_since_start()
     assert errors == [], "\n".join(errors)
+
+
+def test_rtp_binds_to_the_sip_address_so_asterisk_never_looks_up_its_host_name(
+    config: Config,
+) -> None:
+    """Bound to any address, Asterisk resolves its own host name for each call's media
+    (an ERROR per call where it does not resolve): on one address, media stays there."""
+    endpoints = _sections(render(config)["pjsip.conf"])
+    agent = config.agents[0].endpoint_name
+    for name in ("anonymous", agent):
+        assert "media_address = 127.0.0.1" in endpoints[name]
+        assert "bind_rtp_to_media_address = yes" in endpoints[name]
+    anywhere = config.model_copy(update={"sip": config.sip.model_copy(update={"bind": "0.0.0.0"})})
+    assert "media_address" not in render(anywhere)["pjsip.conf"]

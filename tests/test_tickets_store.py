@@ -12,11 +12,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
-import os
 import sqlite3
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import Awaitable
 from pathlib import Path
 
 import pytest
@@ -24,8 +22,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from acd.tickets import (
     TRANSITIONS,
@@ -38,7 +35,6 @@ from acd.tickets import (
     TicketStatus,
     TicketStore,
     alembic_config,
-    create_engine_for,
     migrate,
 )
 from acd.tickets.schema import metadata
@@ -53,85 +49,6 @@ def at(minutes: int) -> dt.datetime:
 
 
 # --- backends --------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A fresh, migrated PostgreSQL database for this session (asyncpg URL); dropped after."""
-    admin = os.environ.get("FIRSTLINE_TEST_POSTGRES", _DEFAULT_ADMIN_URL)
-    name = f"firstline_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-
-    admin_url = make_url(admin).set(drivername="postgresql+asyncpg")
-
-    async def admin_sql(sql: str) -> None:
-        # CREATE/DROP DATABASE cannot run in a transaction: AUTOCOMMIT.
-        engine = create_async_engine(
-            admin_url, isolation_level="AUTOCOMMIT", connect_args={"timeout": 5}
-        )
-        try:
-            async with engine.connect() as connection:
-                await connection.execute(sa.text(sql))
-        finally:
-            await engine.dispose()
-
-    try:
-        asyncio.run(admin_sql(f'CREATE DATABASE "{name}"'))
-    except (OSError, sa.exc.DBAPIError, TimeoutError) as error:
-        message = f"no PostgreSQL at {admin} ({error!r}); set FIRSTLINE_TEST_POSTGRES"
-        if os.environ.get("FIRSTLINE_REQUIRE_LIVE") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    url = admin_url.set(database=name)
-    rendered = url.render_as_string(hide_password=False)
-    try:
-        asyncio.run(migrate(rendered))
-        yield rendered
-    finally:
-        asyncio.run(admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-async def _empty_postgres(engine: AsyncEngine) -> None:
-    tables = ", ".join(t.name for t in metadata.sorted_tables)
-    async with engine.begin() as connection:
-        await connection.execute(sa.text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The URL of a database of each backend (sync: the PostgreSQL set-up runs its own loop)."""
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'tickets.db'}"
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    """A migrated, empty database of each backend."""
-    created = create_engine_for(database_url)
-    if created.dialect.name == "sqlite":
-        await migrate(created)
-    else:
-        await _empty_postgres(created)
-    try:
-        yield created
-    finally:
-        await created.dispose()
-
-
-@pytest.fixture
-async def store(engine: AsyncEngine) -> TicketStore:
-    return TicketStore(engine)
-
-
-@pytest.fixture
-async def sqlite_engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    created = create_engine_for(f"sqlite+aiosqlite:///{tmp_path / 'tickets.db'}")
-    await migrate(created)
-    try:
-        yield created
-    finally:
-        await created.dispose()
 
 
 async def _new(store: TicketStore, **fields: object) -> str:
@@ -553,3 +470,13 @@ async def test_many_concurrent_writers_on_sqlite(sqlite_engine: AsyncEngine) -> 
     for number in numbers:
         kinds = [e.kind for e in await store.history(number)]
         assert sorted(kinds) == sorted(["created", "status"] + ["note"] * 8)
+
+
+async def test_tickets_are_counted_by_status(store: TicketStore) -> None:
+    assert await store.count_by_status() == {}
+    first = await _new(store)
+    await _new(store)
+    await store.set_status(
+        first, "second_level", actor="alice", reason="needs an expert", now=at(5)
+    )
+    assert await store.count_by_status() == {"first_level": 1, "second_level": 1}

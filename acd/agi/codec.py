@@ -18,6 +18,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import NoReturn
 from urllib.parse import parse_qsl, urlsplit
 
 __all__ = [
@@ -42,6 +43,8 @@ _ASTERISK_MAX_COMMAND_BYTES = 2047
 _ASTERISK_MAX_WORDS = 127
 _EXTRAS_RE = re.compile(r"(?: [A-Za-z0-9_]+=\S*)+")
 _NEEDS_QUOTES_RE = re.compile(r'[ \t"\\]')
+_UNSENDABLE_RE = re.compile("[\r\n\0]")
+_SPECIAL_RE = re.compile(r'[\t"\\\r\n\x00]')  # needs quoting, or cannot be sent
 
 
 class AgiProtocolError(Exception):
@@ -68,6 +71,9 @@ class ConnectionState(enum.Enum):
 
 def _frozen_map(items: Mapping[str, str]) -> Mapping[str, str]:
     return MappingProxyType(dict(items))
+
+
+_EMPTY_MAP: Mapping[str, str] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +111,7 @@ class AgiResult:
     code: int
     result: str
     data: str | None = None
-    extras: Mapping[str, str] = field(default_factory=lambda: _frozen_map({}))
+    extras: Mapping[str, str] = field(default_factory=lambda: _EMPTY_MAP)
     text: str = ""
 
     @property
@@ -150,6 +156,12 @@ class AgiConnection:
     Feed bytes with `receive_data` (``b""`` for end of input) and drain `next_event` until it
     returns `NEED_DATA` or `Closed`.  Replies are parsed in the order they arrive; matching
     them to commands is the adapter's business, since Asterisk answers strictly in order.
+
+    Limits: the request header holds at most ``max_header_bytes`` and ``max_headers`` lines;
+    one reply, a multi-line 520 usage text included, at most ``max_line_bytes`` (and
+    ``max_usage_lines`` lines).  After a drain that ended in `NEED_DATA` the codec holds no
+    more than the applicable limit plus the last read.  Breaking one raises
+    `AgiProtocolError`, which frees what was held; from then on every call raises it.
     """
 
     def __init__(
@@ -165,12 +177,14 @@ class AgiConnection:
         self._max_line_bytes = max_line_bytes
         self._max_usage_lines = max_usage_lines
         self._buf = bytearray()
-        self._scan_from = 0  # bytes of _buf already known to hold no newline
+        self._pos = 0  # _buf[:_pos] is parsed; it is dropped when more data comes
+        self._scan_from = 0  # _buf[_pos:_scan_from] is known to hold no newline
         self._eof = False
         self._state = ConnectionState.HEADER
         self._header_lines: list[bytes] = []
         self._header_bytes = 0
         self._usage_lines: list[str] | None = None
+        self._reply_bytes = 0  # of the 520 usage block being read, line ends included
 
     @property
     def state(self) -> ConnectionState:
@@ -178,11 +192,19 @@ class AgiConnection:
 
     def receive_data(self, data: bytes) -> None:
         """Add bytes from the peer; ``b""`` says the peer closed its side."""
+        if self._state is ConnectionState.ERROR:
+            raise AgiProtocolError("connection already failed")
         if self._eof:
             if data:
                 self._fail("data received after end of input")
             return
         if data:
+            if self._pos:
+                # Dropping the parsed bytes here, not after each line, keeps a burst of
+                # lines (the request header) from being moved once per line.
+                del self._buf[: self._pos]
+                self._scan_from -= self._pos
+                self._pos = 0
             self._buf += data
         else:
             self._eof = True
@@ -193,12 +215,21 @@ class AgiConnection:
             raise AgiProtocolError("connection already failed")
         if self._state is ConnectionState.CLOSED:
             return Closed()
+        if self._scan_from == len(self._buf) and not self._eof:
+            # Every byte left was already searched for a newline (and checked against the
+            # limits): no event can be complete.
+            return NEED_DATA
         while True:
+            if self._state is ConnectionState.HEADER and not self._header_lines:
+                request = self._whole_header()
+                if request is not None:
+                    return request
             line = self._next_line()
             if line is None:
                 if self._eof:
                     self._state = ConnectionState.CLOSED
-                    return Closed(trailing_bytes=len(self._buf) + self._header_bytes)
+                    trailing = len(self._buf) - self._pos + self._header_bytes
+                    return Closed(trailing_bytes=trailing)
                 return NEED_DATA
             event = (
                 self._on_header_line(line)
@@ -210,39 +241,57 @@ class AgiConnection:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _fail(self, why: str) -> None:
+    def _fail(self, why: str) -> NoReturn:
         self._state = ConnectionState.ERROR
+        # Nothing held is of use any more: a peer that broke a limit must not keep it taken.
+        self._buf = bytearray()
+        self._pos = self._scan_from = 0
+        self._header_lines = []
+        self._usage_lines = None
         raise AgiProtocolError(why)
 
     def _next_line(self) -> bytes | None:
         # Split on bytes before decoding so a UTF-8 sequence cut between reads survives.
-        end = self._buf.find(b"\n", self._scan_from)
+        buf, pos = self._buf, self._pos
+        end = buf.find(b"\n", self._scan_from)
+        header = self._state is ConnectionState.HEADER
+        # A usage text is one reply however many lines it has: its lines share the limit.
         limit = (
             self._max_header_bytes - self._header_bytes
-            if self._state is ConnectionState.HEADER
-            else self._max_line_bytes
+            if header
+            else self._max_line_bytes - self._reply_bytes
         )
+        if (len(buf) if end < 0 else end + 1) - pos > limit:
+            if header:
+                self._fail("request header too big")
+            self._fail("520 usage text too long" if self._reply_bytes else "reply line too long")
         if end < 0:
-            if len(self._buf) > limit:
-                self._fail(
-                    "request header too big"
-                    if self._state is ConnectionState.HEADER
-                    else "reply line too long"
-                )
-            self._scan_from = len(self._buf)
+            self._scan_from = len(buf)
             return None
-        if end + 1 > limit:
-            self._fail(
-                "request header too big"
-                if self._state is ConnectionState.HEADER
-                else "reply line too long"
-            )
-        line = bytes(self._buf[:end])
-        del self._buf[: end + 1]
-        self._scan_from = 0
-        if self._state is ConnectionState.HEADER:
-            self._header_bytes += end + 1
+        line = bytes(buf[pos:end])
+        self._pos = self._scan_from = end + 1
+        if header:
+            self._header_bytes += end + 1 - pos
+        elif self._usage_lines is not None or line.startswith(b"520-"):
+            self._reply_bytes += end + 1 - pos
         return line.removesuffix(b"\r")
+
+    def _whole_header(self) -> AgiRequest | None:
+        # The usual case in one step: the whole header block is buffered, LF-ended, with no
+        # blank line before it.  Anything else (or over a limit) goes line by line, which
+        # also raises the errors; both ways give the same request.
+        buf, pos = self._buf, self._pos
+        end = buf.find(b"\n\n", pos)
+        if end <= pos or end + 2 - pos > self._max_header_bytes - self._header_bytes:
+            return None
+        block = bytes(buf[pos:end])
+        if block[0] == 0x0A or b"\r" in block or block.count(b"\n") >= self._max_headers:
+            return None
+        self._pos = self._scan_from = end + 2
+        request = self._build_request(block)
+        self._state = ConnectionState.COMMANDS
+        self._header_bytes = 0
+        return request
 
     def _on_header_line(self, line: bytes) -> AgiRequest | None:
         if line:
@@ -253,35 +302,42 @@ class AgiConnection:
         if not self._header_lines:
             # Blank lines before the header are noise, not an empty request.
             return None
-        request = self._build_request()
+        request = self._build_request(b"\n".join(self._header_lines))
         self._state = ConnectionState.COMMANDS
         self._header_lines = []
         self._header_bytes = 0
         return request
 
-    def _build_request(self) -> AgiRequest:
+    def _build_request(self, block: bytes) -> AgiRequest:
+        # One decode for the block: LF cannot be part of a UTF-8 sequence, so this is the
+        # same as decoding line by line.
         env: dict[str, str] = {}
-        for raw in self._header_lines:
-            key, sep, value = raw.decode("utf-8", "replace").partition(":")
+        for line in block.decode("utf-8", "replace").split("\n"):
+            key, sep, value = line.partition(":")
             key = key.strip()
             if not sep or not key or " " in key:
-                self._fail(f"malformed request header line {raw[:80]!r}")
+                self._fail(f"malformed request header line {line[:80]!r}")
             env[key] = value.removeprefix(" ")
         if "agi_network_script" not in env and "agi_request" not in env:
             self._fail("not a FastAGI request: no agi_network_script or agi_request")
         if "agi_network_script" in env:
             script_ref = env["agi_network_script"]
         else:
-            parts = urlsplit(env["agi_request"])
+            try:
+                parts = urlsplit(env["agi_request"])
+            except ValueError as exc:  # e.g. "agi://[x/route": a bracketed host that is none
+                self._fail(f"malformed agi_request {env['agi_request'][:80]!r}: {exc}")
             script_ref = parts.path + (f"?{parts.query}" if parts.query else "")
         path, _, query = script_ref.partition("?")
         args: list[str] = []
         while (arg := env.get(f"agi_arg_{len(args) + 1}")) is not None:
             args.append(arg)
         return AgiRequest(
-            env=_frozen_map(env),
+            env=MappingProxyType(env),
             script=path.strip("/"),
-            query=_frozen_map(dict(parse_qsl(query, keep_blank_values=True))),
+            query=_frozen_map(dict(parse_qsl(query, keep_blank_values=True)))
+            if query
+            else _EMPTY_MAP,
             args=tuple(args),
         )
 
@@ -296,12 +352,15 @@ class AgiConnection:
         if text.startswith("520-"):
             self._usage_lines = [text[4:]]
             return None
-        code_text, _, rest = text.partition(" ")
-        if len(code_text) != 3 or not code_text.isdigit() or not code_text.isascii():
-            self._fail(f"malformed reply line {line[:80]!r}")
-        code = int(code_text)
-        if code == 520:
-            return AgiUsageError(text=rest)
+        if text.startswith("200 "):  # nearly every reply
+            code, rest = 200, text[4:]
+        else:
+            code_text, _, rest = text.partition(" ")
+            if len(code_text) != 3 or not code_text.isdigit() or not code_text.isascii():
+                self._fail(f"malformed reply line {line[:80]!r}")
+            code = int(code_text)
+            if code == 520:
+                return AgiUsageError(text=rest)
         return _parse_reply(code, rest)
 
     def _on_usage_line(self, lines: list[str], text: str) -> AgiUsageError | None:
@@ -309,6 +368,7 @@ class AgiConnection:
         if text.startswith("520 "):
             lines.append(text[4:])
             self._usage_lines = None
+            self._reply_bytes = 0
             return AgiUsageError(text="\n".join(lines))
         if len(lines) >= self._max_usage_lines:
             self._fail("520 usage text too long")
@@ -320,6 +380,8 @@ def _parse_reply(code: int, rest: str) -> AgiResult:
     if not rest.startswith("result="):
         return AgiResult(code=code, result="", text=rest)
     value, _, tail = rest[len("result=") :].partition(" ")
+    if not tail:
+        return AgiResult(code=code, result=value, text=rest)
     data: str | None = None
     extras_text = ""
     if tail.startswith("("):
@@ -342,7 +404,13 @@ def _parse_reply(code: int, rest: str) -> AgiResult:
         key, sep, val = token.partition("=")
         if sep and key:
             extras[key] = val
-    return AgiResult(code=code, result=value, data=data, extras=_frozen_map(extras), text=rest)
+    return AgiResult(
+        code=code,
+        result=value,
+        data=data,
+        extras=MappingProxyType(extras) if extras else _EMPTY_MAP,
+        text=rest,
+    )
 
 
 def _quote_word(word: str) -> str:
@@ -366,10 +434,15 @@ def format_command(*words: str) -> bytes:
         raise AgiProtocolError("empty AGI command")
     if len(words) > _ASTERISK_MAX_WORDS:
         raise AgiProtocolError(f"AGI command has {len(words)} words, Asterisk takes 127")
-    for word in words:
-        if "\n" in word or "\r" in word or "\0" in word:
+    text = " ".join(words)
+    # The usual command needs no quoting: no word is empty or holds a space, tab, quote,
+    # backslash (or CR, LF, NUL), which one look at the joined line tells.
+    if not all(words) or text.count(" ") >= len(words) or _SPECIAL_RE.search(text):
+        text = " ".join([_quote_word(w) for w in words])
+        # Quoting adds no CR, LF or NUL and removes none: one check covers every word.
+        if _UNSENDABLE_RE.search(text):
             raise AgiProtocolError("AGI command words cannot hold CR, LF or NUL")
-    line = (" ".join(_quote_word(w) for w in words)).encode("utf-8")
+    line = text.encode("utf-8")
     if len(line) > _ASTERISK_MAX_COMMAND_BYTES - 1:
         raise AgiProtocolError(f"AGI command of {len(line)} bytes exceeds Asterisk's buffer")
     return line + b"\n"

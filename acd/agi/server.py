@@ -21,8 +21,10 @@ Contract with the dialplan (read this before writing a handler):
   handler must not linger once it has seen `AgiHangup`.
 
 What this module must not do: parse the protocol (that is `acd.agi.codec`), make routing
-decisions, or keep module-level state.  Every await on the network has a timeout, except
-the per-session reader, which lives exactly as long as its session.
+decisions, or keep module-level state.  Every await on the network has a timeout.  There is
+no reader task: each connection's protocol object feeds the codec as bytes arrive (so a
+HANGUP line is seen even while the handler is between commands) and wakes the handler only
+when an event is there, which keeps a command's round trip to one task wake-up.
 """
 
 from __future__ import annotations
@@ -30,9 +32,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import structlog
 
@@ -63,7 +65,9 @@ __all__ = [
 Handler = Callable[["AgiSession"], Awaitable[None]]
 RequestObserver = Callable[[str, str, float], None]
 
-_READ_SIZE: Final = 64 * 1024
+# Asterisk sends one reply per command, plus at most one HANGUP line: more events waiting
+# than this means a peer flooding us, so the connection stops reading until they are taken.
+_MAX_PENDING_EVENTS: Final = 16
 # res_agi.c treats a command line starting with "failure" as the script's own failure
 # and sets AGISTATUS=FAILURE: the one way a FastAGI server can say "not served".
 _FAILURE_LINE: Final = b"FAILURE\n"
@@ -97,40 +101,184 @@ def _escape_app_arg(arg: str) -> str:
     return "".join("\\" + c if c in '\\,"()' else c for c in arg)
 
 
+class _AgiStream(asyncio.Protocol):
+    """One FastAGI connection: its transport, and the codec fed straight from it.
+
+    Events are parsed as bytes arrive and handed out in order by `next_event` to the one
+    task reading them (the connection's `_serve`, then its handler's commands); at most
+    `_MAX_PENDING_EVENTS` are parsed ahead, the rest waits in the codec and the socket.
+    A terminal event (`Closed`, or the exception that ended the connection) comes last.
+    """
+
+    def __init__(self, codec: AgiConnection, on_connect: Callable[[_AgiStream], None]) -> None:
+        self._codec = codec
+        self._on_connect = on_connect
+        self.transport: asyncio.Transport | None = None
+        self.hangup_seen = False
+        self._events: deque[AgiEvent | BaseException] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._deadline = 0.0  # of the wait in progress, on the loop's clock
+        self._timer: asyncio.TimerHandle | None = None
+        self._ended = False  # the terminal event is queued
+        self._paused = False
+        self._lost = asyncio.get_running_loop().create_future()
+
+    # -- asyncio.Protocol ----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self._on_connect(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self._ended:
+            return
+        self._codec.receive_data(data)
+        self._parse()
+
+    def eof_received(self) -> bool:
+        if not self._ended:
+            self._codec.receive_data(b"")
+            self._parse()
+        # Keep our side open: `close` ends the connection once the session is done.
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._ended:
+            if exc is None:
+                # What is still buffered is parsed as `next_event` takes events (reading may
+                # have been paused at _MAX_PENDING_EVENTS); `Closed` comes after it.
+                self._codec.receive_data(b"")
+                self._parse()
+            else:
+                self._end(exc)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._lost.done():
+            self._lost.set_result(None)
+
+    # -- for the session -----------------------------------------------------------------
+
+    async def next_event(self, deadline: float) -> AgiEvent | BaseException:
+        """The next event in arrival order; after the terminal one, `Closed` again.
+
+        Raises TimeoutError when none came by `deadline` (the loop's clock).
+        """
+        while not self._events:
+            if self._ended:
+                return Closed()
+            loop = asyncio.get_running_loop()
+            waiter = loop.create_future()
+            self._deadline = deadline
+            # One timer serves many waits: it is only armed anew when it would fire too late,
+            # and when it fires early it re-arms for the wait then in progress.  Commands
+            # follow each other within milliseconds, so this saves a timer per command.
+            if self._timer is None or self._timer.when() > deadline:
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer = loop.call_at(deadline, self._on_timer)
+            self._waiter = waiter
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+        event = self._events.popleft()
+        if self._paused:
+            self._parse()
+        return event
+
+    def write(self, data: bytes) -> None:
+        # No drain: one command (at most 2 KiB, see format_command) is in flight at a time,
+        # so what the transport buffers is bounded without flow control.
+        if self.transport is None or self.transport.is_closing():
+            raise ConnectionResetError("connection lost")
+        self.transport.write(data)
+
+    async def close(self) -> None:
+        """Close (sending what is buffered first), waiting up to _CLOSE_TIMEOUT s for it."""
+        if self.transport is None:
+            return
+        self.transport.close()
+        if not self.transport.get_write_buffer_size():
+            # Nothing to flush: the socket is closed on the loop's next turn, for certain.
+            return
+        try:
+            async with asyncio.timeout(_CLOSE_TIMEOUT):
+                await self._lost
+        except TimeoutError:
+            self.transport.abort()
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _parse(self) -> None:
+        try:
+            while not self._ended and len(self._events) < _MAX_PENDING_EVENTS:
+                event = self._codec.next_event()
+                if event is NEED_DATA:
+                    if self._paused and self.transport is not None:
+                        self._paused = False
+                        self.transport.resume_reading()
+                    break
+                if isinstance(event, AgiHangupNotice):
+                    self.hangup_seen = True
+                self._events.append(event)
+                self._ended = isinstance(event, Closed)
+            else:
+                if not self._ended and not self._paused and self.transport is not None:
+                    self._paused = True
+                    self.transport.pause_reading()
+        except AgiProtocolError as exc:
+            self._end(exc)
+        if self._events and self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return  # no wait in progress: the next one arms a timer
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self._deadline:
+            waiter.set_exception(TimeoutError())
+        else:
+            self._timer = loop.call_at(self._deadline, self._on_timer)
+
+    def _end(self, exc: BaseException) -> None:
+        self._events.append(exc)
+        self._ended = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+
 class AgiSession:
     """One AGI call: the request and the commands a handler sends on that channel.
 
     Commands run one at a time (Asterisk answers strictly in order); ``log`` is a structlog
-    logger bound with the call's ``uniqueid`` and ``script``.
+    logger bound with the call's ``uniqueid`` and ``script``.  Sessions are made by
+    `AgiServer`, one per connection.
     """
 
     def __init__(
         self,
         *,
         request: AgiRequest,
-        codec: AgiConnection,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
+        stream: _AgiStream,
         command_timeout: float,
         log: Any,
     ) -> None:
         self.request = request
         self.log = log
-        self._codec = codec
-        self._reader = reader
-        self._writer = writer
+        self._stream = stream
         self._command_timeout = command_timeout
-        self._events: asyncio.Queue[AgiEvent | BaseException] = asyncio.Queue()
         self._lock = asyncio.Lock()
         self._hung_up = False
         self._hangup_reported = False
         self._broken = False
-        self._reader_task: asyncio.Task[None] | None = None
 
     @property
     def hung_up(self) -> bool:
         """True once Asterisk said the channel hung up (or closed the connection)."""
-        return self._hung_up
+        return self._hung_up or self._stream.hangup_seen
 
     async def execute(self, *words: str, reply_timeout: float | None = None) -> AgiResult:
         """Send one command and return its 200 reply.
@@ -142,48 +290,42 @@ class AgiSession:
         """
         line = format_command(*words)
         limit = self._command_timeout if reply_timeout is None else reply_timeout
-        async with self._lock:
+        await self._lock.acquire()  # not `async with`: two coroutines fewer per command
+        try:
             if self._broken:
                 raise AgiHangup("session already ended")
-            try:
-                async with asyncio.timeout(limit):
-                    self._writer.write(line)
-                    await self._writer.drain()
-                    reply = await self._next_reply()
-            except TimeoutError:
-                self._broken = True
-                raise AgiTimeout(f"no reply to {words[0]!r} within {limit} s") from None
-            except (ConnectionError, OSError) as exc:
-                self._broken = True
+            self._stream.write(line)
+            deadline = asyncio.get_running_loop().time() + limit
+            reply = await self._stream.next_event(deadline)
+            while isinstance(reply, AgiHangupNotice):
+                # The reply to our command still follows; read it to stay in step.
                 self._hung_up = True
-                raise AgiHangup(f"connection lost: {exc}") from exc
-        if isinstance(reply, AgiUsageError):
-            raise AgiCommandError(reply.code, reply.text)
+                reply = await self._stream.next_event(deadline)
+        except TimeoutError:
+            self._broken = True
+            raise AgiTimeout(f"no reply to {words[0]!r} within {limit} s") from None
+        except (ConnectionError, OSError) as exc:
+            self._broken = True
+            self._hung_up = True
+            raise AgiHangup(f"connection lost: {exc}") from exc
+        finally:
+            self._lock.release()
+        if not isinstance(reply, AgiResult):
+            if isinstance(reply, AgiUsageError):
+                raise AgiCommandError(reply.code, reply.text)
+            self._broken = self._hung_up = self._hangup_reported = True
+            if isinstance(reply, BaseException):
+                raise AgiHangup(f"connection failed: {reply}") from reply
+            raise AgiHangup("Asterisk closed the connection")
         if reply.code == 511:
             self._hung_up = True
             raise AgiHangup(reply.text)
         if reply.code != 200:
             raise AgiCommandError(reply.code, reply.text)
-        if self._hung_up and not self._hangup_reported:
+        if (self._hung_up or self._stream.hangup_seen) and not self._hangup_reported:
             self._hangup_reported = True
             raise AgiHangup("HANGUP")
         return reply
-
-    async def _next_reply(self) -> AgiResult | AgiUsageError:
-        while True:
-            event = await self._events.get()
-            if isinstance(event, AgiHangupNotice):
-                # The reply to our command still follows; read it to stay in step.
-                self._hung_up = True
-                continue
-            if isinstance(event, AgiResult | AgiUsageError):
-                return event
-            self._broken = True
-            self._hung_up = True
-            self._hangup_reported = True
-            if isinstance(event, BaseException):
-                raise AgiHangup(f"connection failed: {event}") from event
-            raise AgiHangup("Asterisk closed the connection")
 
     # -- convenience commands ----------------------------------------------------------------
 
@@ -233,39 +375,15 @@ class AgiSession:
         return reply.result
 
     async def say_digits(self, digits: str, escape: str = "") -> AgiResult:
-        return await self.execute("SAY", "DIGITS", digits, escape)
+        # About a second per digit is spoken before Asterisk replies: allow for it.
+        reply_timeout = self._command_timeout + len(digits)
+        return await self.execute("SAY", "DIGITS", digits, escape, reply_timeout=reply_timeout)
 
     async def exec(self, app: str, *args: str, reply_timeout: float | None = None) -> AgiResult:
         """Run a dialplan application; ``args`` are joined with ',' after escaping ``\\,"()``
         so that applications splitting their data the standard way see them unchanged."""
         data = ",".join(_escape_app_arg(a) for a in args)
         return await self.execute("EXEC", app, data, reply_timeout=reply_timeout)
-
-    # -- plumbing for AgiServer ----------------------------------------------------------
-
-    def _start(self) -> None:
-        self._reader_task = asyncio.create_task(self._read_loop(), name="agi-session-reader")
-
-    async def _stop(self) -> None:
-        if self._reader_task is not None:
-            self._reader_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader_task
-
-    async def _read_loop(self) -> None:
-        try:
-            while True:
-                event = self._codec.next_event()
-                if event is NEED_DATA:
-                    self._codec.receive_data(await self._reader.read(_READ_SIZE))
-                    continue
-                if isinstance(event, AgiHangupNotice):
-                    self._hung_up = True
-                await self._events.put(event)
-                if isinstance(event, Closed):
-                    return
-        except (AgiProtocolError, ConnectionError, OSError) as exc:
-            await self._events.put(exc)
 
 
 class AgiServer:
@@ -320,7 +438,8 @@ class AgiServer:
     async def start(self) -> None:
         if self._server is not None:
             raise RuntimeError("AgiServer already started")
-        self._server = await asyncio.start_server(self._on_connect, self._host, self._port)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._new_stream, self._host, self._port)
         self._log.info("agi.listening", host=self._host, port=self.port)
 
     async def close(self) -> None:
@@ -342,34 +461,31 @@ class AgiServer:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        try:
-            await self._serve(reader, writer)
-        except asyncio.CancelledError:
-            # Only close() cancels these tasks.  Ending quietly keeps asyncio's stream
-            # callback from logging the cancellation as an error; close() awaits us anyway.
-            return
-        finally:
-            self._tasks.discard(task)
+    def _new_stream(self) -> _AgiStream:
+        codec = AgiConnection(
+            max_header_bytes=self._max_header_bytes, max_headers=self._max_headers
+        )
+        return _AgiStream(codec, self._on_connect)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _on_connect(self, stream: _AgiStream) -> None:
+        # Only close() cancels these tasks, and it gathers them, so nothing goes unreported.
+        task = asyncio.get_running_loop().create_task(self._serve(stream))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, stream: _AgiStream) -> None:
         started = time.monotonic()
-        peer = writer.get_extra_info("peername")
+        assert stream.transport is not None
+        peer = stream.transport.get_extra_info("peername")
         log = self._log.bind(peer=str(peer))
         script, result = "", "bad_request"
         try:
             if len(self._tasks) > self._max_sessions:
                 result = "busy"
                 log.warning("agi.rejected_busy", max_sessions=self._max_sessions)
-                await self._send_failure(writer)
+                self._send_failure(stream)
                 return
-            codec = AgiConnection(
-                max_header_bytes=self._max_header_bytes, max_headers=self._max_headers
-            )
-            request = await self._read_request(reader, codec, log)
+            request = await self._read_request(stream, log)
             if request is None:
                 return
             handler = self._handlers.get(request.script)
@@ -377,22 +493,17 @@ class AgiServer:
             if handler is None:
                 result = "unknown_script"
                 log.warning("agi.unknown_script", channel=request.channel)
-                await self._send_failure(writer)
+                self._send_failure(stream)
                 return
             script = request.script
-            result = await self._run_handler(
-                handler=handler,
-                request=request,
-                codec=codec,
-                reader=reader,
-                writer=writer,
-                log=log,
+            result, log = await self._run_handler(
+                handler=handler, request=request, stream=stream, log=log
             )
         except asyncio.CancelledError:
             result = "cancelled"
             raise
         finally:
-            await self._close_writer(writer)
+            await stream.close()
             seconds = time.monotonic() - started
             self.counters[(script, result)] += 1
             log.info("agi.request_done", result=result, seconds=round(seconds, 4))
@@ -402,73 +513,47 @@ class AgiServer:
                 except Exception:
                     log.exception("agi.observer_failed")
 
-    async def _read_request(
-        self, reader: asyncio.StreamReader, codec: AgiConnection, log: Any
-    ) -> AgiRequest | None:
+    async def _read_request(self, stream: _AgiStream, log: Any) -> AgiRequest | None:
         try:
-            async with asyncio.timeout(self._header_timeout):
-                while True:
-                    event = codec.next_event()
-                    if event is NEED_DATA:
-                        codec.receive_data(await reader.read(_READ_SIZE))
-                    elif isinstance(event, AgiRequest):
-                        return event
-                    elif isinstance(event, Closed):
-                        log.warning("agi.closed_before_request", trailing=event.trailing_bytes)
-                        return None
-                    else:
-                        log.warning("agi.bad_request", reason=f"unexpected {event!r}")
-                        return None
+            deadline = asyncio.get_running_loop().time() + self._header_timeout
+            event = await stream.next_event(deadline)
         except TimeoutError:
             log.warning("agi.header_timeout", timeout=self._header_timeout)
-        except AgiProtocolError as exc:
-            log.warning("agi.bad_request", reason=str(exc))
-        except (ConnectionError, OSError) as exc:
-            log.warning("agi.connection_error", reason=str(exc))
+            return None
+        if isinstance(event, AgiRequest):
+            return event
+        if isinstance(event, Closed):
+            log.warning("agi.closed_before_request", trailing=event.trailing_bytes)
+        elif isinstance(event, AgiProtocolError):
+            log.warning("agi.bad_request", reason=str(event))
+        elif isinstance(event, ConnectionError | OSError):
+            log.warning("agi.connection_error", reason=str(event))
+        else:
+            log.warning("agi.bad_request", reason=f"unexpected {event!r}")
         return None
 
     async def _run_handler(
-        self,
-        *,
-        handler: Handler,
-        request: AgiRequest,
-        codec: AgiConnection,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        log: Any,
-    ) -> str:
+        self, *, handler: Handler, request: AgiRequest, stream: _AgiStream, log: Any
+    ) -> tuple[str, Any]:
+        """The request's result, and the session's logger as the handler left it (a handler
+        binds what it learns, e.g. the queue, and the lines after it carry that too)."""
         session = AgiSession(
-            request=request,
-            codec=codec,
-            reader=reader,
-            writer=writer,
-            command_timeout=self._command_timeout,
-            log=log,
+            request=request, stream=stream, command_timeout=self._command_timeout, log=log
         )
-        session._start()
         try:
             await handler(session)
         except AgiHangup as exc:
-            log.info("agi.hangup", reason=str(exc))
-            return "hangup"
+            session.log.info("agi.hangup", reason=str(exc))
+            return "hangup", session.log
         except AgiTimeout:
-            log.exception("agi.command_timeout")
-            return "timeout"
+            session.log.exception("agi.command_timeout")
+            return "timeout", session.log
         except Exception:
-            log.exception("agi.handler_failed", channel=request.channel)
-            return "error"
-        finally:
-            await session._stop()
-        return "hangup" if session.hung_up else "ok"
+            session.log.exception("agi.handler_failed", channel=request.channel)
+            return "error", session.log
+        return ("hangup" if session.hung_up else "ok"), session.log
 
-    async def _send_failure(self, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError, OSError, TimeoutError):
-            async with asyncio.timeout(_CLOSE_TIMEOUT):
-                writer.write(_FAILURE_LINE)
-                await writer.drain()
-
-    async def _close_writer(self, writer: asyncio.StreamWriter) -> None:
-        writer.close()
-        with contextlib.suppress(ConnectionError, OSError, TimeoutError):
-            async with asyncio.timeout(_CLOSE_TIMEOUT):
-                await writer.wait_closed()
+    def _send_failure(self, stream: _AgiStream) -> None:
+        # Sent before the close, which flushes it (waiting at most _CLOSE_TIMEOUT).
+        with contextlib.suppress(ConnectionError):
+            stream.write(_FAILURE_LINE)

@@ -45,6 +45,7 @@ _BANNER_PREFIX: Final = "Asterisk Call Manager/"
 # this marker; Asterisk 22 sends "Output:" lines instead. Kept so an old PBX still parses.
 _END_COMMAND: Final = "--END COMMAND--"
 _ALL_BUT_COLON_LF: Final = bytes(b for b in range(256) if b not in b":\n")
+_ASCII_WHITESPACE: Final = " \t\n\r\x0b\x0c"  # what bytes.strip() strips
 
 
 class AmiError(Exception):
@@ -340,8 +341,8 @@ class AmiParser:
         """The next complete message, `NEED_DATA`, or `Closed` once EOF was received."""
         if self._ready:
             return self._ready.popleft()
-        if self._ready_error is not None:
-            self._failed = self._ready_error
+        if self._ready_error is not None and self._failed is None:
+            raise self._fail(self._ready_error)
         if self._failed is not None:
             raise self._failed
         if self._need_banner:
@@ -366,20 +367,19 @@ class AmiParser:
                 self._scan = max(pos, len(buffer) - 2)
                 return self._incomplete(len(buffer) - pos)
             self._pos = self._scan = after
-            if buffer[end - 1] == 13:  # the "\r" of the last line's CRLF
+            if end > pos and buffer[end - 1] == 13:  # the "\r" of the last line's CRLF
                 end -= 1
             if end - pos > self._limit:
                 raise self._fail(f"AMI message larger than {self._limit} bytes")
             raw = buffer[pos:end]
-            if raw[:1].isspace():
+            if not raw or raw[:1].isspace():
                 raw = raw.lstrip()  # stray blank lines between messages are skipped
                 if not raw:
                     continue
             try:
                 return _build(raw.decode("utf-8", "replace"))
             except AmiProtocolError as exc:
-                self._failed = exc
-                raise
+                raise self._fail(exc) from None
 
     def _next_batch(self) -> bool:
         """Parse every complete message in the buffer at once (one find, decode and split),
@@ -412,7 +412,9 @@ class AmiParser:
         try:
             for text in texts:
                 if text[:1].isspace():
-                    text = text.lstrip()  # noqa: PLW2901 - as the one-by-one path does
+                    # As the one-by-one path does on bytes: ASCII whitespace only, not
+                    # str's wider idea of it ("\x1f", NBSP...), or the two paths disagree.
+                    text = text.lstrip(_ASCII_WHITESPACE)  # noqa: PLW2901
                 if text:
                     ready.append(_build(text, checked=True))
         except AmiProtocolError as exc:
@@ -420,8 +422,7 @@ class AmiParser:
         self._pos = self._scan = last + 4
         if not ready:
             if self._ready_error is not None:
-                self._failed = self._ready_error
-                raise self._failed
+                raise self._fail(self._ready_error)
             return False
         return True
 
@@ -437,6 +438,9 @@ class AmiParser:
         end = buffer.find(b"\n", self._pos)
         if end < 0:
             return self._incomplete(len(buffer) - self._pos)
+        # The limit holds for a banner that came whole as for one that came in pieces.
+        if end - self._pos - (buffer[end - 1 : end] == b"\r") > self._limit:
+            raise self._fail(f"AMI banner larger than {self._limit} bytes")
         line = buffer[self._pos : end].decode("utf-8", "replace").rstrip("\r")
         if not line.startswith(_BANNER_PREFIX):
             raise self._fail(f"not an AMI banner: {line[:80]!r}")
@@ -444,8 +448,10 @@ class AmiParser:
         self._need_banner = False
         return Banner(line[len(_BANNER_PREFIX) :].strip())
 
-    def _fail(self, reason: str) -> AmiProtocolError:
-        self._failed = AmiProtocolError(reason)
+    def _fail(self, reason: str | AmiProtocolError) -> AmiProtocolError:
+        """Fail for good, letting go of what is held: a peer that broke the protocol or a
+        limit must not keep it taken."""
+        self._failed = reason if isinstance(reason, AmiProtocolError) else AmiProtocolError(reason)
         self._buffer = bytearray()
         self._pos = self._scan = 0
         return self._failed

@@ -5,11 +5,12 @@
 """
 
 from acd.config.load import ConfigInvalid, ConfigIssue, init_missing_secret_files, load_config
-from acd.config.model import Agent, Config, Queue, Site
+from acd.config.model import Agent, CallbackDialing, Config, Queue, Site
 from acd.config.secrets import SecretRef, SecretUnavailableError
 
 __all__ = [
     "Agent",
+    "CallbackDialing",
     "Config",
     "ConfigInvalid",
     "ConfigIssue",

@@ -10,7 +10,9 @@ here writes files.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,8 @@ from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML, MappingNode, Node, SequenceNode
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import CollectionEndEvent, CollectionStartEvent
+from ruamel.yaml.reader import ReaderError
 
 from acd.config import model as _model
 from acd.config.model import Config
@@ -30,6 +34,13 @@ __all__ = ["ConfigInvalid", "ConfigIssue", "init_missing_secret_files", "load_co
 Loc = tuple[str | int, ...]
 _Kind = Literal["key", "value", "parent"]
 Finding = tuple[Loc, _Kind, str]
+
+# Levels of mappings and sequences in one another; a desk needs about twenty. Deeper input
+# (a pasted blob, "[[[[...") would exhaust Python's stack in the YAML library.
+_MAX_NESTING = 100
+# What ruamel.yaml counts as a line break, so positions computed here match its marks.
+_LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
+_BYTE_LINE_BREAK = re.compile(b"\r\n|[\r\n]")
 
 
 @dataclass(frozen=True, order=True)
@@ -60,22 +71,34 @@ def load_config(path: Path, *, check_secrets: bool = False) -> Config:
     Raises ``ConfigInvalid`` listing every problem found.
     """
     name = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigInvalid([ConfigIssue(name, 1, 1, f"cannot read the file: {exc}")]) from None
+    text = _read_text(path)
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = True  # reported below, with the others, instead of aborting
     try:
         tree = yaml.compose(text)
+        too_deep = _too_deep(tree)
+        if too_deep is not None:
+            raise ConfigInvalid([ConfigIssue(name, *too_deep, _TOO_DEEP)])
         data = yaml.load(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
         what = " ".join(p for p in (exc.context, exc.problem) if p)
         raise ConfigInvalid([ConfigIssue(name, line, col, f"YAML syntax: {what}")]) from None
+    except ReaderError as exc:  # a character YAML does not allow (NUL, other controls)
+        line, col = _position(text, exc.position)
+        char = exc.character
+        what = (
+            f"character U+{char:04X} is not allowed in YAML"
+            if isinstance(char, int)
+            else f"YAML syntax: {exc.reason}"
+        )
+        raise ConfigInvalid([ConfigIssue(name, line, col, what)]) from None
     except YAMLError as exc:
         raise ConfigInvalid([ConfigIssue(name, 1, 1, f"YAML syntax: {exc}")]) from None
+    except RecursionError:  # nested deeper than the composer's recursion can go
+        deep = _first_too_deep_event(text)
+        raise ConfigInvalid([ConfigIssue(name, *deep, _TOO_DEEP)]) from None
     if not isinstance(data, CommentedMap):
         raise ConfigInvalid([ConfigIssue(name, 1, 1, "the file must hold a mapping of sections")])
 
@@ -96,6 +119,77 @@ def load_config(path: Path, *, check_secrets: bool = False) -> Config:
     if issues or config is None:
         raise ConfigInvalid(issues)
     return config
+
+
+def _read_text(path: Path) -> str:
+    """The file's text, newlines translated as text mode does; unreadable or non-UTF-8
+    content is a `ConfigInvalid` saying where."""
+    name = str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigInvalid([ConfigIssue(name, 1, 1, f"cannot read the file: {exc}")]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = raw[: exc.start]
+        breaks = list(_BYTE_LINE_BREAK.finditer(before))
+        line = len(breaks) + 1
+        col = exc.start - (breaks[-1].end() if breaks else 0) + 1
+        message = f"not UTF-8: byte 0x{raw[exc.start]:02x} ({exc.reason}); save the file as UTF-8"
+        raise ConfigInvalid([ConfigIssue(name, line, col, message)]) from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _position(text: str, index: int) -> tuple[int, int]:
+    """1-based (line, col) of character ``index`` of ``text``, lines as ruamel.yaml counts."""
+    breaks = list(_LINE_BREAK.finditer(text, 0, max(0, min(index, len(text)))))
+    return len(breaks) + 1, index - (breaks[-1].end() if breaks else 0) + 1
+
+
+_TOO_DEEP = f"YAML nested too deeply (more than {_MAX_NESTING} levels of mappings and lists)"
+
+
+def _too_deep(tree: Node | None) -> tuple[int, int] | None:
+    """(line, col) of the first collection nested deeper than _MAX_NESTING, if any.
+
+    Iterative, so that it cannot itself run out of stack; an alias is visited once.
+    """
+    found: list[tuple[int, int]] = []
+    seen: set[int] = set()
+    stack: list[tuple[Node, int]] = [] if tree is None else [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if id(node) in seen or not isinstance(node, MappingNode | SequenceNode):
+            continue
+        seen.add(id(node))
+        if depth > _MAX_NESTING:
+            found.append((node.start_mark.line + 1, node.start_mark.column + 1))
+            continue
+        children = (
+            [part for pair in node.value for part in pair]
+            if isinstance(node, MappingNode)
+            else node.value
+        )
+        stack.extend((child, depth + 1) for child in children)
+    return min(found, default=None)
+
+
+def _first_too_deep_event(text: str) -> tuple[int, int]:
+    """(line, col) where the nesting first passes _MAX_NESTING, found from the parser's
+    events, which come without recursion; (1, 1) if it never does."""
+    depth = 0
+    try:
+        for event in YAML(typ="rt").parse(text):
+            if isinstance(event, CollectionStartEvent):
+                depth += 1
+                if depth > _MAX_NESTING:
+                    return event.start_mark.line + 1, event.start_mark.column + 1
+            elif isinstance(event, CollectionEndEvent):
+                depth -= 1
+    except YAMLError:
+        pass
+    return 1, 1
 
 
 def init_missing_secret_files(config: Config | Path) -> list[Path]:
@@ -134,14 +228,19 @@ class _Locator:
         steps = list(loc[:-1]) if kind == "parent" else list(loc)
         for index, step in enumerate(steps):
             last = index == len(steps) - 1
+            if isinstance(node, CommentedMap) and isinstance(step, str) and step not in node:
+                # pydantic names keys as strings; YAML's unquoted `1:` is the int key 1.
+                number = int(step) if step.isascii() and step.isdigit() else None
+                step = number if number is not None and number in node else step  # noqa: PLW2901
             if isinstance(node, CommentedMap) and step in node:
-                key_pos, value_pos = node.lc.key(step), node.lc.value(step)
-                pos = key_pos if (last and kind == "key") else value_pos
-                if kind == "parent" and last:
-                    pos = key_pos
+                found = _key_positions(node, step)
+                if found is not None:
+                    key_pos, value_pos = found
+                    pos = key_pos if (last and kind in ("key", "parent")) else value_pos
                 node = node[step]
-            elif isinstance(node, CommentedSeq) and isinstance(step, int) and step < len(node):
-                pos = node.lc.item(step)
+            elif isinstance(node, CommentedSeq) and isinstance(step, int) and 0 <= step < len(node):
+                with contextlib.suppress(KeyError, IndexError, TypeError):
+                    pos = node.lc.item(step)
                 node = node[step]
             else:
                 # pydantic adds steps that are not in the file (a function name, '[key]'):
@@ -150,7 +249,31 @@ class _Locator:
         return pos[0] + 1, pos[1] + 1
 
 
-def _duplicate_keys(node: Node) -> Iterator[tuple[int, int, str]]:
+def _key_positions(node: CommentedMap, key: Any) -> tuple[Any, Any] | None:
+    """Where ``key`` and its value are written: in ``node`` or, for a key merged in with
+    ``<<``, in the mapping it came from (None if nowhere, e.g. a key made up by a tag)."""
+    maps: list[Any] = [node]
+    seen: set[int] = set()
+    while maps:
+        current = maps.pop(0)
+        if id(current) in seen or not isinstance(current, CommentedMap):
+            continue
+        seen.add(id(current))
+        if key in current.lc.data:
+            return current.lc.key(key), current.lc.value(key)
+        # ruamel.yaml keeps the merged mappings in order of precedence (older versions as
+        # (index, mapping) pairs).
+        for merged in getattr(current, "merge", None) or ():
+            maps.append(merged[1] if isinstance(merged, tuple) else merged)
+    return None
+
+
+def _duplicate_keys(node: Node, seen: set[int] | None = None) -> Iterator[tuple[int, int, str]]:
+    # An alias is the node it names: visit each once (an alias inside itself would loop).
+    seen = set() if seen is None else seen
+    if id(node) in seen:
+        return
+    seen.add(id(node))
     if isinstance(node, MappingNode):
         first: dict[str, int] = {}
         for key, value in node.value:
@@ -165,10 +288,10 @@ def _duplicate_keys(node: Node) -> Iterator[tuple[int, int, str]]:
                 )
             else:
                 first.setdefault(key.value, mark.line + 1)
-            yield from _duplicate_keys(value)
+            yield from _duplicate_keys(value, seen)
     elif isinstance(node, SequenceNode):
         for item in node.value:
-            yield from _duplicate_keys(item)
+            yield from _duplicate_keys(item, seen)
 
 
 def _field_names() -> set[str]:
@@ -199,7 +322,7 @@ def _from_pydantic(exc: ValidationError, locator: _Locator) -> Iterator[ConfigIs
         if kind == "extra_forbidden":
             key = str(loc[-1])
             close = difflib.get_close_matches(key, known, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            hint = f" (did you mean '{close[0]}'?)" if close and close[0] != key else ""
             yield locator.issue(loc, "key", f"unknown key '{key}'{hint}")
         elif kind == "missing":
             where = _dotted(loc[:-1]) or "the top level"
@@ -257,6 +380,9 @@ def _cross_check(data: Mapping[str, Any]) -> list[tuple[Loc, _Kind, str]]:
         section: _ids(data, section, found) for section in ("skills", "queues", "agents", "sites")
     }
     found.extend(_default_queue(data, ids["queues"]))
+    alerts_queue = _str(_map(data, "mqtt").get("alerts_queue"))
+    if alerts_queue is not None and alerts_queue not in ids["queues"]:
+        found.append((("mqtt", "alerts_queue"), "value", f"unknown queue '{alerts_queue}'"))
     found.extend(_queue_references(data, ids["skills"], ids["queues"]))
     found.extend(_agent_references(data, ids["skills"], ids["sites"]))
     for team, members in _map(data, "teams").items():
@@ -267,6 +393,7 @@ def _cross_check(data: Mapping[str, Any]) -> list[tuple[Loc, _Kind, str]]:
                 found.append((("teams", team, j), "value", f"unknown agent '{member}'"))
     found.extend(_number_collisions(data))
     found.extend(_unstaffable_queues(data, ids["skills"]))
+    found.extend(_ivr_references(data, ids["skills"]))
     return found
 
 
@@ -370,3 +497,88 @@ def _unstaffable_queues(data: Mapping[str, Any], skills: dict[str, int]) -> Iter
             wanted = ", ".join(f"{s} >= {lv}" for s, lv in sorted(lenient.items())) or "none"
             where: Loc = ("queues", i, "skills") if needed else ("queues", i, "id")
             yield where, "value", f"no agent qualifies for queue '{queue.get('id')}' ({wanted})"
+
+
+def _ivr_references(data: Mapping[str, Any], skills: dict[str, int]) -> Iterator[Finding]:
+    """Every IVR text in every hotline language; known skills, priorities and languages."""
+    ivr = _map(data, "ivr")
+    if not ivr:
+        return
+    listed = _map(data, "hotline").get("languages")
+    languages = (
+        [lang for lang in listed if isinstance(lang, str)] if isinstance(listed, list) else []
+    )
+    yield from _ivr_languages(ivr, languages)
+    priorities = {str(name) for name in _map(_map(data, "sla"), "priorities")}
+    texts: list[tuple[Loc, Any]] = [
+        (("ivr", k), ivr[k]) for k in ("greeting", "language_menu") if k in ivr
+    ]
+    yield from _ivr_menus(_map(ivr, "menu"), skills, priorities, texts)
+    for i, question in _seq(ivr, "questions"):
+        if "prompt" in question:
+            texts.append((("ivr", "questions", i, "prompt"), question["prompt"]))
+    recording = _map(ivr, "record_description")
+    if "prompt" in recording:
+        texts.append((("ivr", "record_description", "prompt"), recording["prompt"]))
+    for loc, text in texts:
+        missing = [lang for lang in languages if isinstance(text, Mapping) and lang not in text]
+        if missing:
+            yield loc, "value", f"no text for {', '.join(missing)} (a hotline language)"
+
+
+def _ivr_menus(
+    top: Mapping[str, Any],
+    skills: dict[str, int],
+    priorities: set[str],
+    texts: list[tuple[Loc, Any]],
+) -> Iterator[Finding]:
+    """The leaves' references; each menu's prompt is added to ``texts``."""
+    menus: list[tuple[Loc, Mapping[Any, Any]]] = [(("ivr", "menu"), top)]
+    # Level by level and bounded: a YAML alias can make a menu its own option.
+    for _ in range(_model.MAX_IVR_DEPTH + 1):
+        deeper: list[tuple[Loc, Mapping[Any, Any]]] = []
+        for loc, menu in menus:
+            if "prompt" in menu:
+                texts.append(((*loc, "prompt"), menu["prompt"]))
+            for key, option in _map(menu, "options").items():
+                if not isinstance(option, Mapping):
+                    continue
+                if "options" in option or "prompt" in option:
+                    deeper.append(((*loc, "options", key), option))
+                else:
+                    yield from _ivr_leaf((*loc, "options", key), option, skills, priorities)
+        menus = deeper
+
+
+def _ivr_languages(ivr: Mapping[str, Any], languages: list[str]) -> Iterator[Finding]:
+    if len(languages) > 1 and "language_menu" not in ivr:
+        yield (
+            ("ivr", "language_menu"),
+            "parent",
+            f"missing key 'language_menu' in ivr: callers choose among {', '.join(languages)}",
+        )
+    keys = _map(ivr, "language_keys")
+    if not keys:
+        return
+    for key, language in keys.items():
+        if isinstance(language, str) and language not in languages:
+            yield ("ivr", "language_keys", key), "value", f"'{language}' is no hotline language"
+    for language in languages:
+        if language not in keys.values():
+            yield ("ivr", "language_keys"), "value", f"no key for language '{language}'"
+
+
+def _ivr_leaf(
+    loc: Loc, leaf: Mapping[str, Any], skills: dict[str, int], priorities: set[str]
+) -> Iterator[Finding]:
+    for skill in _map(leaf, "skills"):
+        if skill not in skills:
+            yield (*loc, "skills", skill), "key", f"unknown skill '{skill}'"
+    priority = _str(leaf.get("priority"))
+    if priority is not None and priority not in priorities:
+        known = ", ".join(sorted(priorities)) or "none"
+        yield (
+            (*loc, "priority"),
+            "value",
+            f"unknown priority '{priority}' (sla.priorities: {known})",
+        )

@@ -5,9 +5,29 @@ database work on SQLite (embedded default) or PostgreSQL with the same code. Not
 this package reads the clock or the configuration files.
 """
 
+from acd.tickets.alerts import (
+    ALERT_ACTOR,
+    SEVERITIES,
+    Alert,
+    AlertRecord,
+    AlertStore,
+    AlertTicket,
+    alert_priority,
+)
+from acd.tickets.callbacks import (
+    ATTEMPT_OUTCOMES,
+    Callback,
+    CallbackNotFound,
+    CallbackRequest,
+    CallbackStore,
+    LeaseLost,
+    PendingSummary,
+)
+from acd.tickets.calls import CallRecord, CallStore
 from acd.tickets.deadline import Coverage, deadline_from_config, resolve_deadline
 from acd.tickets.engine import create_engine_for
 from acd.tickets.migrate import alembic_config, migrate
+from acd.tickets.outbox import Notification, NotificationRecord, TicketOutbox
 from acd.tickets.status import (
     OPEN_STATUSES,
     TRANSITIONS,
@@ -30,21 +50,40 @@ from acd.tickets.store import (
 )
 
 __all__ = [
+    "ALERT_ACTOR",
+    "ATTEMPT_OUTCOMES",
     "OPEN_STATUSES",
+    "SEVERITIES",
     "TRANSITIONS",
+    "Alert",
+    "AlertRecord",
+    "AlertStore",
+    "AlertTicket",
+    "CallRecord",
+    "CallStore",
+    "Callback",
+    "CallbackNotFound",
+    "CallbackRequest",
+    "CallbackStore",
     "Coverage",
     "Customer",
     "CustomerNotFound",
     "HistoryEntry",
     "IllegalTransition",
     "InvalidValue",
+    "LeaseLost",
+    "Notification",
+    "NotificationRecord",
+    "PendingSummary",
     "PhoneNumberTaken",
     "Ticket",
     "TicketNotFound",
+    "TicketOutbox",
     "TicketStatus",
     "TicketStore",
     "TicketStoreError",
     "alembic_config",
+    "alert_priority",
     "allowed_targets",
     "check_transition",
     "create_engine_for",

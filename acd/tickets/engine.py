@@ -25,9 +25,10 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
-__all__ = ["READ_ONLY_OPTION", "create_engine_for", "reader"]
+__all__ = ["READ_ONLY_OPTION", "create_engine_for", "reader", "with_lock_wait"]
 
 READ_ONLY_OPTION: Final = "firstline_read_only"
+LOCK_WAIT_OPTION: Final = "firstline_lock_wait_ms"
 
 
 def create_engine_for(
@@ -51,6 +52,14 @@ def reader(engine: AsyncEngine) -> AsyncEngine:
     return engine.execution_options(**{READ_ONLY_OPTION: True})
 
 
+def with_lock_wait(engine: AsyncEngine, seconds: float) -> AsyncEngine:
+    """The same engine (same pool) whose write transactions wait at most `seconds` for
+    another writer's lock, then fail — for work a caller is waiting on, where a quick
+    "no" beats a long silence. On SQLite it is the busy timeout of those transactions;
+    PostgreSQL's writers take row locks only, released within a statement or two."""
+    return engine.execution_options(**{LOCK_WAIT_OPTION: int(seconds * 1000)})
+
+
 def _setup_sqlite(engine: Engine, *, busy_timeout_ms: int) -> None:
     def on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
         dbapi_connection.isolation_level = None
@@ -64,8 +73,14 @@ def _setup_sqlite(engine: Engine, *, busy_timeout_ms: int) -> None:
             cursor.close()
 
     def on_begin(connection: Connection) -> None:
-        read_only = connection.get_execution_options().get(READ_ONLY_OPTION, False)
-        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        options = connection.get_execution_options()
+        if options.get(READ_ONLY_OPTION, False):
+            connection.exec_driver_sql("BEGIN")
+            return
+        # Set on every write transaction: pooled connections must not keep a short wait.
+        wait_ms = int(options.get(LOCK_WAIT_OPTION, busy_timeout_ms))
+        connection.exec_driver_sql(f"PRAGMA busy_timeout = {wait_ms:d}")
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     event.listen(engine, "connect", on_connect)
     event.listen(engine, "begin", on_begin)

@@ -14,6 +14,7 @@ from typing import Any, Final
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     CheckConstraint,
     DateTime,
     Dialect,
@@ -24,20 +25,26 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    false,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from acd.tickets.status import TicketStatus
 
 __all__ = [
+    "ACTIVE_CALLBACK_STATES",
     "CALLBACK_STATES",
     "HISTORY_KINDS",
+    "NOTIFICATION_KINDS",
+    "NOTIFICATION_STATES",
     "Base",
     "CallRow",
     "CallbackAttemptRow",
     "CallbackRow",
     "CustomerPhoneRow",
     "CustomerRow",
+    "NotificationRow",
     "TicketCounterRow",
     "TicketHistoryRow",
     "TicketRow",
@@ -71,7 +78,16 @@ HISTORY_KINDS: Final = (
     "category",
     "description",
     "recording",
+    "callback",
+    "rating",
+    "follow_up",
 )
+# What the outbox tells a customer about: a new ticket or a changed status.
+NOTIFICATION_KINDS: Final = ("created", "status")
+NOTIFICATION_STATES: Final = ("pending", "sent", "failed", "skipped")
+# Callbacks that still hold a caller's place; one per number and queue (duplicate requests
+# join the existing ticket: a partial unique index makes that hold under concurrency).
+ACTIVE_CALLBACK_STATES: Final = ("pending", "claimed")
 
 E164_MAX: Final = 16  # '+' and at most 15 digits
 AGENT_ID_MAX: Final = 40  # as acd.config.model.Id
@@ -191,6 +207,8 @@ class TicketRow(Base):
     category: Mapped[str | None] = mapped_column(String(64))
     description: Mapped[str] = mapped_column(Text)
     recording_path: Mapped[str | None] = mapped_column(Text)
+    rating: Mapped[int | None] = mapped_column(Integer)
+    follow_up: Mapped[bool] = mapped_column(Boolean, server_default=false(), default=False)
 
 
 class TicketHistoryRow(Base):
@@ -216,6 +234,14 @@ class CallbackRow(Base):
     __table_args__ = (
         CheckConstraint(_in("state", CALLBACK_STATES), name="state"),
         Index("ix_callbacks_state_next_attempt_at", "state", "next_attempt_at"),
+        Index(
+            "uq_callbacks_active_number_queue",
+            "number",
+            "queue",
+            unique=True,
+            sqlite_where=text(_in("state", ACTIVE_CALLBACK_STATES)),
+            postgresql_where=text(_in("state", ACTIVE_CALLBACK_STATES)),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -231,6 +257,8 @@ class CallbackRow(Base):
     lease_expires_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    uniqueid: Mapped[str | None] = mapped_column(String(64))
+    last_outcome: Mapped[str | None] = mapped_column(String(32))
 
 
 class CallbackAttemptRow(Base):
@@ -266,3 +294,40 @@ class CallRow(Base):
     ticket_id: Mapped[int | None] = mapped_column(
         ForeignKey("tickets.id", ondelete="SET NULL"), index=True
     )
+    category: Mapped[str | None] = mapped_column(String(64))
+    recording_path: Mapped[str | None] = mapped_column(Text)
+    rating: Mapped[int | None] = mapped_column(Integer)
+    language: Mapped[str | None] = mapped_column(String(2))
+    priority: Mapped[int | None] = mapped_column(Integer)
+    skills: Mapped[dict[str, int] | None] = mapped_column(JSON)
+    answers: Mapped[dict[str, str] | None] = mapped_column(JSON)
+    customer_id: Mapped[str | None] = mapped_column(
+        ForeignKey("customers.id", ondelete="SET NULL"), index=True
+    )
+
+
+class NotificationRow(Base):
+    """The outbox of customer e-mails: written with the change it reports, sent later.
+
+    Written in the same transaction as the ticket change, so a committed change always has
+    its message and a rolled-back one never does, whoever made it (daemon, CLI, agent).
+    """
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        CheckConstraint(_in("kind", NOTIFICATION_KINDS), name="kind"),
+        CheckConstraint(_in("state", NOTIFICATION_STATES), name="state"),
+        Index("ix_notifications_state_next_attempt_at", "state", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(10))
+    status: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    state: Mapped[str] = mapped_column(String(10))
+    attempts: Mapped[int] = mapped_column(Integer)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    recipient: Mapped[str | None] = mapped_column(String(320))
+    last_error: Mapped[str | None] = mapped_column(Text)

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Final, Self
 
-from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -38,6 +38,7 @@ from acd.tickets.engine import create_engine_for, reader
 from acd.tickets.schema import (
     CustomerPhoneRow,
     CustomerRow,
+    NotificationRow,
     TicketCounterRow,
     TicketHistoryRow,
     TicketRow,
@@ -103,6 +104,8 @@ class Ticket:
     category: str | None
     description: str
     recording_path: str | None
+    rating: int | None = None
+    follow_up: bool = False
 
     @property
     def is_open(self) -> bool:
@@ -205,54 +208,43 @@ class TicketStore:
         reason: str | None = None,
     ) -> Ticket:
         """Open a ticket with the next number of `now`'s year (UTC), e.g. '2026-000042'."""
-        _aware(now, "now")
-        _aware(deadline, "deadline")
-        _actor(actor)
-        if not priority:
-            raise InvalidValue("priority must not be empty")
+        validate_new_ticket(now=now, deadline=deadline, actor=actor, priority=priority)
         first = _status(status)
         if caller_number is not None:
             _e164(caller_number)
         async with self._write.begin() as session:
-            if customer_id is not None and await session.get(CustomerRow, customer_id) is None:
-                raise CustomerNotFound(f"no customer with id '{customer_id}'")
-            number = await self._next_number(session, now.astimezone(dt.UTC).year)
-            row = TicketRow(
-                number=number,
-                status=first.value,
+            row = await insert_ticket(
+                session,
+                now=now,
+                actor=actor,
                 priority=priority,
                 priority_rank=priority_rank,
                 deadline=deadline,
-                created_at=now,
-                updated_at=now,
-                closed_at=now if first is TicketStatus.DONE else None,
+                status=first,
                 queue=queue,
-                skills=dict(skills or {}),
+                skills=skills,
                 caller_number=caller_number,
                 customer_id=customer_id,
                 owner=owner,
                 category=category,
                 description=description,
                 recording_path=recording_path,
-            )
-            session.add(row)
-            await session.flush()
-            _record(
-                session,
-                row,
-                now=now,
-                actor=actor,
-                kind="created",
-                old=None,
-                new=first.value,
                 reason=reason,
             )
-            return _ticket(row)
+            return ticket_from_row(row)
 
     async def get(self, number: str) -> Ticket:
         """The ticket with this number (`TicketNotFound` if none)."""
         async with self._read() as session:
-            return _ticket(await _ticket_row(session, number))
+            return ticket_from_row(await ticket_row(session, number))
+
+    async def count_by_status(self) -> dict[str, int]:
+        """How many tickets there are in each status (statuses without any are absent)."""
+        async with self._read() as session:
+            rows = await session.execute(
+                select(TicketRow.status, func.count().label("n")).group_by(TicketRow.status)
+            )
+            return {row.status: row.n for row in rows}
 
     async def list(
         self,
@@ -297,9 +289,9 @@ class TicketStore:
         _actor(actor)
         target = _status(status)
         async with self._write.begin() as session:
-            row = await _ticket_row(session, number, for_update=True)
+            row = await ticket_row(session, number, for_update=True)
             check_transition(row.status, target)
-            _record(
+            record(
                 session,
                 row,
                 now=now,
@@ -312,7 +304,8 @@ class TicketStore:
             row.status = target.value
             row.closed_at = now if target is TicketStatus.DONE else None
             row.updated_at = now
-            return _ticket(row)
+            enqueue_notification(session, row, kind="status", now=now)
+            return ticket_from_row(row)
 
     async def assign(
         self,
@@ -327,9 +320,9 @@ class TicketStore:
         _aware(now, "now")
         _actor(actor)
         async with self._write.begin() as session:
-            row = await _ticket_row(session, number, for_update=True)
+            row = await ticket_row(session, number, for_update=True)
             if row.owner != agent_id:
-                _record(
+                record(
                     session,
                     row,
                     now=now,
@@ -341,7 +334,7 @@ class TicketStore:
                 )
                 row.owner = agent_id
                 row.updated_at = now
-            return _ticket(row)
+            return ticket_from_row(row)
 
     async def add_note(
         self, number: str, text: str, *, actor: str, now: dt.datetime
@@ -352,18 +345,73 @@ class TicketStore:
         if not text.strip():
             raise InvalidValue("a note must not be empty")
         async with self._write.begin() as session:
-            row = await _ticket_row(session, number, for_update=True)
+            row = await ticket_row(session, number, for_update=True)
             row.updated_at = now
             return _entry(
-                _record(
+                record(
                     session, row, now=now, actor=actor, kind="note", old=None, new=text, reason=None
                 )
             )
 
+    async def rate(
+        self, number: str, rating: int, *, actor: str, now: dt.datetime, low: int
+    ) -> Ticket:
+        """The caller's rating (1 to 5); at or below `low` the ticket is flagged for follow-up."""
+        _aware(now, "now")
+        _actor(actor)
+        check_rating(rating)
+        async with self._write.begin() as session:
+            row = await ticket_row(session, number, for_update=True)
+            record(
+                session,
+                row,
+                now=now,
+                actor=actor,
+                kind="rating",
+                old=None if row.rating is None else str(row.rating),
+                new=str(rating),
+                reason=None,
+            )
+            row.rating = rating
+            if rating <= low and not row.follow_up:
+                record(
+                    session,
+                    row,
+                    now=now,
+                    actor=actor,
+                    kind="follow_up",
+                    old="false",
+                    new="true",
+                    reason=f"rated {rating} of 5",
+                )
+                row.follow_up = True
+            row.updated_at = now
+            return ticket_from_row(row)
+
+    async def link_recording(self, number: str, path: str, *, actor: str, now: dt.datetime) -> None:
+        """A recorded conversation about this ticket (every one is in the history)."""
+        _aware(now, "now")
+        _actor(actor)
+        async with self._write.begin() as session:
+            row = await ticket_row(session, number, for_update=True)
+            record(
+                session,
+                row,
+                now=now,
+                actor=actor,
+                kind="recording",
+                old=None,
+                new=path,
+                reason=None,
+            )
+            if row.recording_path is None:
+                row.recording_path = path
+            row.updated_at = now
+
     async def history(self, number: str) -> builtins.list[HistoryEntry]:
         """Every change of the ticket, in the order it was made."""
         async with self._read() as session:
-            row = await _ticket_row(session, number)
+            row = await ticket_row(session, number)
             rows = await session.scalars(
                 select(TicketHistoryRow)
                 .where(TicketHistoryRow.ticket_id == row.id)
@@ -414,24 +462,87 @@ class TicketStore:
         query = select(TicketRow).where(*conditions)
         async with self._read() as session:
             rows = await session.scalars(query.order_by(TicketRow.created_at, TicketRow.id))
-            return [_ticket(r) for r in rows]
+            return [ticket_from_row(r) for r in rows]
 
-    async def _next_number(self, session: AsyncSession, year: int) -> str:
-        insert = postgresql.insert if self._engine.dialect.name == "postgresql" else sqlite.insert
-        statement = (
-            insert(TicketCounterRow)
-            .values(year=year, last=1)
-            .on_conflict_do_update(
-                index_elements=[TicketCounterRow.year],
-                set_={"last": TicketCounterRow.last + 1},
-            )
-            .returning(TicketCounterRow.last)
+
+async def insert_ticket(
+    session: AsyncSession,
+    *,
+    now: dt.datetime,
+    actor: str,
+    priority: str,
+    priority_rank: int,
+    deadline: dt.datetime,
+    status: TicketStatus,
+    queue: str | None,
+    skills: Mapping[str, int] | None,
+    caller_number: str | None,
+    customer_id: str | None,
+    owner: str | None,
+    category: str | None,
+    description: str,
+    recording_path: str | None,
+    reason: str | None,
+) -> TicketRow:
+    """Add a ticket, its number and its 'created' history row to `session`'s transaction.
+
+    The one way tickets come to be (the store's `create_ticket`, the callback request):
+    the caller has checked the values; this checks what needs the database.
+    """
+    if customer_id is not None and await session.get(CustomerRow, customer_id) is None:
+        raise CustomerNotFound(f"no customer with id '{customer_id}'")
+    number = await _next_number(session, now.astimezone(dt.UTC).year)
+    row = TicketRow(
+        number=number,
+        status=status.value,
+        priority=priority,
+        priority_rank=priority_rank,
+        deadline=deadline,
+        created_at=now,
+        updated_at=now,
+        closed_at=now if status is TicketStatus.DONE else None,
+        queue=queue,
+        skills=dict(skills or {}),
+        caller_number=caller_number,
+        customer_id=customer_id,
+        owner=owner,
+        category=category,
+        description=description,
+        recording_path=recording_path,
+    )
+    session.add(row)
+    await session.flush()
+    record(
+        session,
+        row,
+        now=now,
+        actor=actor,
+        kind="created",
+        old=None,
+        new=status.value,
+        reason=reason,
+    )
+    enqueue_notification(session, row, kind="created", now=now)
+    return row
+
+
+async def _next_number(session: AsyncSession, year: int) -> str:
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = (
+        insert(TicketCounterRow)
+        .values(year=year, last=1)
+        .on_conflict_do_update(
+            index_elements=[TicketCounterRow.year],
+            set_={"last": TicketCounterRow.last + 1},
         )
-        sequence = (await session.execute(statement)).scalar_one()
-        return f"{year}-{sequence:06d}"
+        .returning(TicketCounterRow.last)
+    )
+    sequence = (await session.execute(statement)).scalar_one()
+    return f"{year}-{sequence:06d}"
 
 
-async def _ticket_row(session: AsyncSession, number: str, *, for_update: bool = False) -> TicketRow:
+async def ticket_row(session: AsyncSession, number: str, *, for_update: bool = False) -> TicketRow:
     query = select(TicketRow).where(TicketRow.number == number)
     if for_update:
         query = query.with_for_update()
@@ -441,7 +552,7 @@ async def _ticket_row(session: AsyncSession, number: str, *, for_update: bool = 
     return row
 
 
-def _record(
+def record(
     session: AsyncSession,
     row: TicketRow,
     *,
@@ -463,6 +574,27 @@ def _record(
     )
     session.add(entry)
     return entry
+
+
+def enqueue_notification(
+    session: AsyncSession, row: TicketRow, *, kind: str, now: dt.datetime
+) -> NotificationRow:
+    """Queue the customer's e-mail about `row` (kind 'created' or 'status') in `session`.
+
+    Call it in the transaction that makes the change, after the ticket has its id and new
+    status: the outbox row then commits or vanishes with the change (see NotificationRow).
+    """
+    notification = NotificationRow(
+        ticket_id=row.id,
+        kind=kind,
+        status=row.status,
+        created_at=now,
+        state="pending",
+        attempts=0,
+        next_attempt_at=now,
+    )
+    session.add(notification)
+    return notification
 
 
 async def _upsert(session: AsyncSession, customer: Customer) -> Customer:
@@ -505,7 +637,7 @@ def _check_customer(customer: Customer) -> None:
         raise InvalidValue(f"language '{customer.language}' is not an ISO 639-1 code like 'de'")
 
 
-def _ticket(row: TicketRow) -> Ticket:
+def ticket_from_row(row: TicketRow) -> Ticket:
     return Ticket(
         number=row.number,
         status=TicketStatus(row.status),
@@ -523,6 +655,8 @@ def _ticket(row: TicketRow) -> Ticket:
         category=row.category,
         description=row.description,
         recording_path=row.recording_path,
+        rating=row.rating,
+        follow_up=bool(row.follow_up),
     )
 
 
@@ -548,6 +682,23 @@ def _customer(row: CustomerRow) -> Customer:
         account_manager=row.account_manager,
         email=row.email,
     )
+
+
+def check_rating(rating: int) -> None:
+    """Refuse a rating off the 1-to-5 scale callers are told (`InvalidValue`)."""
+    if not 1 <= rating <= 5:
+        raise InvalidValue(f"a rating runs from 1 to 5 (got {rating})")
+
+
+def validate_new_ticket(
+    *, now: dt.datetime, deadline: dt.datetime, actor: str, priority: str
+) -> None:
+    """Refuse what no new ticket may have (`InvalidValue`), before touching the database."""
+    _aware(now, "now")
+    _aware(deadline, "deadline")
+    _actor(actor)
+    if not priority:
+        raise InvalidValue("priority must not be empty")
 
 
 def _aware(value: dt.datetime, name: str) -> None:

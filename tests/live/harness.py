@@ -15,14 +15,19 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from acd.ami import AmiClient, Event
 from acd.config import load_config
+from ivr.prompts import install_for_config
 from pbx_config import render, write_rendered
+from tests.conftest import LivePbx
 
 REPO = Path(__file__).resolve().parents[2]
 LIVE_CONFIG = Path(__file__).resolve().parent / "desk-live.yaml"
@@ -43,11 +48,29 @@ exten => _[a-z].,1,Wait(${IF($["${AGENT_RING}" = ""]?0:${AGENT_RING})})
 ; The caller's phone: stays on the line for CALLER_HOLD seconds (default 30).
 exten => hold,1,Wait(${IF($["${CALLER_HOLD}" = ""]?30:${CALLER_HOLD})})
  same => n,Hangup()
-; Presses the digit(s) in the extension after PRESS_AFTER seconds, then holds on.
+; Presses the digit(s) in the extension after PRESS_AFTER seconds, then holds on
+; (CALLER_HOLD seconds, default 30).
 exten => _press.,1,Wait(${IF($["${PRESS_AFTER}" = ""]?2:${PRESS_AFTER})})
  same => n,SendDTMF(${EXTEN:5})
- same => n,Wait(30)
+ same => n,Wait(${IF($["${CALLER_HOLD}" = ""]?30:${CALLER_HOLD})})
  same => n,Hangup()
+; Presses KEYS (SendDTMF syntax: 'W' waits a second) after PRESS_AFTER seconds, then holds
+; on for CALLER_HOLD seconds (default 30).
+exten => keys,1,Wait(${IF($["${PRESS_AFTER}" = ""]?1:${PRESS_AFTER})})
+ same => n,SendDTMF(${KEYS})
+ same => n,Wait(${IF($["${CALLER_HOLD}" = ""]?30:${CALLER_HOLD})})
+ same => n,Hangup()
+
+[test-customers]
+; Customers' phones for callbacks, by number: +4930555... answer and talk
+; CUSTOMER_TALK seconds (default 3), +4930666... ring and never answer, +4930777... are busy.
+exten => _+4930555.,1,Wait(1)
+ same => n,Answer()
+ same => n,Wait(${IF($["${CUSTOMER_TALK}" = ""]?3:${CUSTOMER_TALK})})
+ same => n,Hangup()
+exten => _+4930666.,1,Ringing()
+ same => n,Wait(120)
+exten => _+4930777.,1,Busy(5)
 """
 
 
@@ -71,12 +94,20 @@ def live_env() -> dict[str, str]:
 
 
 def render_live(out_dir: Path, config_path: Path = LIVE_CONFIG) -> Path:
-    """Render ``config_path`` plus the phone harness into ``out_dir``."""
+    """Render ``config_path`` plus the phone harness into ``out_dir``, and install the
+    config's prompts into the live Asterisk's sounds folder (as ``acd render --sounds``)."""
     os.environ["FIRSTLINE_TEST_SECRET"] = TEST_SECRET
-    files = render(load_config(config_path))
+    config = load_config(config_path)
+    files = render(config)
     files["extensions_local.conf"] = HARNESS_DIALPLAN
     write_rendered(files, out_dir)
+    install_for_config(config, pbx_sounds())
     return out_dir
+
+
+def pbx_sounds() -> Path:
+    """Asterisk's sounds folder (holding en/, fr/) in the live root, seen from the host."""
+    return LivePbx().root / "usr/share/asterisk/sounds"
 
 
 class DaemonProcess:
@@ -142,6 +173,13 @@ class DaemonProcess:
         code = self._proc.returncode
         self._proc = None
         return code
+
+    def kill(self) -> None:
+        """SIGKILL: the daemon dies at once, with no chance to clean up."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait(timeout=5)
+        self._proc = None
 
     def reload(self) -> subprocess.CompletedProcess[str]:
         """``acd reload`` as an admin runs it."""
@@ -248,6 +286,9 @@ async def collect(ami: AmiClient, uid: str, until: str, within: float) -> list[E
     try:
         async with asyncio.timeout(within):
             await done.wait()
+    except TimeoutError:
+        journey = [e.name for e in seen]  # how far the call got
+        raise AssertionError(f"no {until} for {uid} within {within} s; saw {journey}") from None
     finally:
         unsubscribe()
     return seen
@@ -289,3 +330,14 @@ async def waiting_callers(ami: AmiClient, queue: str) -> list[str]:
     status = await ami.action("QueueStatus", {"Queue": queue}, timeout=5)
     entries = [e for e in status.events if e.name == "QueueEntry"]
     return [e.get("Uniqueid") or "" for e in sorted(entries, key=lambda e: int(e.get("Position")))]
+
+
+def metric(name: str, **labels: str) -> float:
+    """One sample of the daemon's /metrics (tests/live/desk-live.yaml's endpoint)."""
+    with urllib.request.urlopen("http://127.0.0.1:9648/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    raise AssertionError(f"{name}{labels or ''} not exported")

@@ -64,6 +64,12 @@ async def test_call_reaches_agent_through_daemon_route(
     assert finished["outcome"] == "answered"
     assert finished["agent"] == "alice"
     assert finished["talk"] >= 1.5  # the harness agent talks for 2 s
+    # From the routing decision on, every line about this call names its queue.
+    lines = [line for line in daemon.lines() if line.get("uniqueid") == uid]
+    after_routing = lines[
+        next(i for i, line in enumerate(lines) if line["event"] == "call.routed") :
+    ]
+    assert {line.get("queue") for line in after_routing} == {"first-level"}, after_routing
 
 
 async def test_call_reaches_default_queue_with_daemon_stopped(
@@ -155,7 +161,9 @@ async def test_escape_digit_without_a_booking_keeps_the_callers_place(
     ami: AmiClient, daemon: DaemonProcess
 ) -> None:
     """Until a callback is booked, pressing the escape digit must not cost the caller
-    their place: they go back into the queue where they were, never to its end."""
+    their place: with the daemon down nothing can be booked, and they go back into the
+    queue where they were, never to its end."""
+    daemon.stop()
     await logout_everyone(ami)  # nobody answers: the callers wait
     first = await place_call(ami, "4930555011")
     await asyncio.sleep(0.5)
@@ -169,7 +177,8 @@ async def test_escape_digit_without_a_booking_keeps_the_callers_place(
     assert await waiting_callers(ami, "first-level") == [first, presser, third]
     left = await collect(ami, presser, until="QueueCallerLeave", within=10)
     assert left[-1].get("Position") == "2"
-    for _ in range(50):
+    # They hear that no callback could be booked (a few seconds), then are back.
+    for _ in range(200):
         if len(await waiting_callers(ami, "first-level")) == 3:
             break
         await asyncio.sleep(0.1)
