@@ -28,6 +28,7 @@ decides what to notify: the store writes an outbox row with every change it repo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import re
@@ -204,15 +205,18 @@ class Mailer:
         self._budget = float(config.timeout * batch)
         self._lease = dt.timedelta(seconds=config.timeout * (batch + 10) + 60)
         self._log = structlog.get_logger("acd.mailer")
+        self._stopping = asyncio.Event()
 
     async def run(self) -> None:
-        """Send due notifications until cancelled; errors are logged, never raised."""
+        """Send due notifications until `stop()` (or cancelled); errors are logged, never
+        raised. After `stop()` it returns once the pass under way is done, so no database
+        transaction is cut off halfway (asyncpg does not always survive a cancelled query)."""
         self._log.info(
             "mailer.started",
             server=f"{self._config.host}:{self._config.port}",
             security=self._config.security,
         )
-        while True:
+        while not self._stopping.is_set():
             try:
                 result = await self.send_due(self._clock())
             except Exception as error:
@@ -221,7 +225,16 @@ class Mailer:
             # A full batch that went well means a backlog: go on at once (after letting
             # others run); otherwise wait for new messages or for the server to recover.
             backlog = result.claimed >= self._batch and result.retried == 0
-            await asyncio.sleep(0 if backlog else self._interval)
+            if backlog:
+                await asyncio.sleep(0)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), self._interval)
+        self._log.info("mailer.stopped")
+
+    def stop(self) -> None:
+        """Ask `run()` to return after the pass under way."""
+        self._stopping.set()
 
     async def send_due(self, now: dt.datetime) -> PassResult:
         """One pass: claim up to `batch` due notifications and send them; the outcome counts.

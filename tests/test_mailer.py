@@ -739,9 +739,8 @@ async def test_run_survives_errors_and_sends_as_changes_come(
             await store.set_status(number, "done", actor="alice", reason="fixed", now=NOW)
             await _wait_for(lambda: _events(logs).count("mailer.sent") == 2)
         finally:
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
+            mailer.stop()
+            await asyncio.wait_for(task, 15)
     assert outbox.failures == 0
     assert "mailer.pass_failed" in _events(logs)
     assert len(smtp.inbox.received) == 2
@@ -797,9 +796,8 @@ async def test_status_set_from_the_cli_reaches_the_customer(
                 while {r.state for r in await _records(engine, number)} != {"sent"}:  # noqa: ASYNC110 - another process writes
                     await asyncio.sleep(0.05)
         finally:
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
+            mailer.stop()
+            await asyncio.wait_for(task, 15)
         assert smtp.inbox.subjects()[1] == f"[{number}] Your request is now waiting for your reply"
         records = await _records(engine, number)
         assert [(r.kind, r.state) for r in records] == [("created", "sent"), ("status", "sent")]

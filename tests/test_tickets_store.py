@@ -35,6 +35,7 @@ from acd.tickets import (
     TicketStatus,
     TicketStore,
     alembic_config,
+    create_engine_for,
     migrate,
 )
 from acd.tickets.schema import metadata
@@ -384,6 +385,43 @@ async def test_import_is_all_or_nothing(store: TicketStore) -> None:
         await store.customer("d1")
     with pytest.raises(InvalidValue, match=r"E\.164"):
         await store.import_customers([Customer(id="e1", company="C", name="Z", phones=("123",))])
+
+
+# --- PostgreSQL: bounded lock waits, no transaction left open for ever ---------------------
+
+
+async def test_postgres_sessions_bound_lock_waits_and_lost_transactions(postgres_url: str) -> None:
+    engine = create_engine_for(postgres_url, busy_timeout=7)
+    try:
+        async with engine.connect() as connection:
+            lock = (await connection.exec_driver_sql("SHOW lock_timeout")).scalar_one()
+            idle = (
+                await connection.exec_driver_sql("SHOW idle_in_transaction_session_timeout")
+            ).scalar_one()
+    finally:
+        await engine.dispose()
+    assert (lock, idle) == ("7s", "1min")
+
+
+async def test_a_lock_held_by_a_lost_session_fails_the_writer_instead_of_hanging(
+    postgres_url: str,
+) -> None:
+    engine = create_engine_for(postgres_url, busy_timeout=0.5)
+    store = TicketStore(engine)
+    try:
+        number = await _new(store)
+        async with engine.connect() as holder:
+            await holder.execute(
+                sa.text("SELECT id FROM tickets WHERE number = :number FOR UPDATE"),
+                {"number": number},
+            )
+            with pytest.raises(sa.exc.DBAPIError, match="lock timeout"):
+                await store.set_status(
+                    number, "second_level", actor="alice", reason="escalated", now=T0
+                )
+            await holder.rollback()
+    finally:
+        await engine.dispose()
 
 
 # --- SQLite: WAL and BEGIN IMMEDIATE ------------------------------------------------------

@@ -1,8 +1,9 @@
 """The async database engine of the ticket store, set up right for SQLite and PostgreSQL.
 
 `create_engine_for(url)` is the one place that knows SQLite's needs: WAL, a busy timeout,
-foreign keys, and `BEGIN IMMEDIATE` for write transactions. PostgreSQL (asyncpg) needs
-nothing extra. This module runs no queries of its own beyond those connection settings.
+foreign keys, and `BEGIN IMMEDIATE` for write transactions. PostgreSQL (asyncpg) gets a lock
+timeout and an end to sessions left idle inside a transaction. This module runs no queries
+of its own beyond those connection settings.
 """
 
 # Why BEGIN IMMEDIATE: SQLite's default transaction is DEFERRED, taking the write lock only
@@ -37,10 +38,14 @@ def create_engine_for(
     """An `AsyncEngine` for `url` (sqlite+aiosqlite:///file or postgresql+asyncpg://...).
 
     On SQLite, every connection gets WAL, `busy_timeout` (seconds a writer waits for
-    another writer) and foreign keys, and write transactions begin IMMEDIATE. Other
+    another writer) and foreign keys, and write transactions begin IMMEDIATE. On
+    PostgreSQL, a statement waits at most `busy_timeout` for a lock, and a session left idle
+    inside a transaction is ended by the server (see `_with_postgres_guards`). Other
     keyword arguments go to `create_async_engine`.
     """
     parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        engine_kwargs = _with_postgres_guards(engine_kwargs, lock_wait_ms=int(busy_timeout * 1000))
     engine = create_async_engine(parsed, **engine_kwargs)
     if engine.dialect.name == "sqlite":
         _setup_sqlite(engine.sync_engine, busy_timeout_ms=int(busy_timeout * 1000))
@@ -58,6 +63,26 @@ def with_lock_wait(engine: AsyncEngine, seconds: float) -> AsyncEngine:
     "no" beats a long silence. On SQLite it is the busy timeout of those transactions;
     PostgreSQL's writers take row locks only, released within a statement or two."""
     return engine.execution_options(**{LOCK_WAIT_OPTION: int(seconds * 1000)})
+
+
+# A session idle inside a transaction this long has been lost by its client: none of ours
+# idles in a transaction (mail is sent and calls are placed between transactions). A task
+# cancelled in the middle of an asyncpg query can leave exactly that behind, holding row
+# locks that would make every later writer of those rows wait for ever.
+_IDLE_IN_TRANSACTION_MS: Final = 60_000
+
+
+def _with_postgres_guards(engine_kwargs: dict[str, Any], *, lock_wait_ms: int) -> dict[str, Any]:
+    """`engine_kwargs` with server settings that bound lock waits and lost transactions
+    (settings the caller gave win)."""
+    connect_args = dict(engine_kwargs.get("connect_args", {}))
+    server_settings = {
+        "lock_timeout": str(lock_wait_ms),
+        "idle_in_transaction_session_timeout": str(_IDLE_IN_TRANSACTION_MS),
+        **connect_args.get("server_settings", {}),
+    }
+    connect_args["server_settings"] = server_settings
+    return {**engine_kwargs, "connect_args": connect_args}
 
 
 def _setup_sqlite(engine: Engine, *, busy_timeout_ms: int) -> None:
