@@ -132,6 +132,8 @@ EXIT_AMI_UNREACHABLE = 4
 # every language we ship; longer waits are not announced as a number.
 _ANNOUNCED_MINUTES_MAX = 20
 _DIALER_PERIOD = 1.0
+# How long a change waits for the next ones before gauges and the wall screen show them all.
+_DESK_REFRESH_DELAY = 0.1
 # The IVR menu's priority hint enters routing as a pseudo-ticket of that priority.
 _MENU_HINT = "ivr-menu"
 _PENDING_PERIOD = 5.0
@@ -188,6 +190,7 @@ class Daemon:
         self._table = RoutingTable(config)
         self._view_cache: tuple[StateSnapshot, RoutingView] | None = None
         self._desk = DeskMetrics(self._registry, queues=[queue.id for queue in config.queues])
+        self._desk_refresh: asyncio.TimerHandle | None = None
         self._ami.subscribe(None, self._on_ami_event)
         self._agi = AgiServer(
             host=link.agi.host,
@@ -609,9 +612,8 @@ class Daemon:
             await asyncio.sleep(0.5)
             now = self._now()
             self._publish(self._state.tick(now))
-            self._desk.update_gauges(self._state.snapshot(), now)
             self._export_expected_waits(now)
-            self._refresh_wallboard()
+            self._refresh_desk()  # the oldest wait grows without any event
             if self._mqtt is not None:
                 self._health.mqtt_link(
                     connected=self._mqtt.connected,
@@ -619,6 +621,21 @@ class Daemon:
                     queued=self._mqtt.queued,
                     dropped=self._mqtt.dropped,
                 )
+
+    def _desk_changed(self) -> None:
+        """Refresh the gauges and the wall screen soon: a burst of AMI events (a dozen per
+        call, more at a reload) costs one rebuild of the desk's picture, not one each."""
+        if self._desk_refresh is None:
+            self._desk_refresh = asyncio.get_running_loop().call_later(
+                _DESK_REFRESH_DELAY, self._refresh_desk
+            )
+
+    def _refresh_desk(self) -> None:
+        if self._desk_refresh is not None:
+            self._desk_refresh.cancel()  # when called before the timer, the timer has no work
+            self._desk_refresh = None
+        self._desk.update_gauges(self._state.snapshot(), self._now())
+        self._refresh_wallboard()
 
     def _refresh_wallboard(self) -> None:
         """Hand the wall screen the desk as it is now (unchanged boards are not re-sent)."""
@@ -653,8 +670,7 @@ class Daemon:
             return
         self._desk.observe(changes)
         self._day.observe(changes, self._now())
-        self._refresh_wallboard()
-        self._desk.update_gauges(self._state.snapshot(), self._now())
+        self._desk_changed()
         for change in changes:
             if isinstance(change, CallFinished):
                 record = change.record
@@ -698,8 +714,7 @@ class Daemon:
             )
         if event.name in CALL_EVENTS:
             # Before the state applies it: a hangup retires the call and its queue with it.
-            call = self._state.snapshot().calls.get(event.get("Uniqueid") or "")
-            self._log_call_event(event, call.queue if call is not None else None)
+            self._log_call_event(event, self._state.queue_of(event.get("Uniqueid") or ""))
         self._publish(self._state.apply(event, self._now()))
 
     def _log_call_event(self, event: Event, known_queue: str | None) -> None:

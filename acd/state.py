@@ -473,6 +473,12 @@ class LiveState:
         """The most recent finished queue visits, oldest first (bounded)."""
         return tuple(self._finished)
 
+    def queue_of(self, uniqueid: str) -> str | None:
+        """The queue this call is in or was routed to (None: unknown call or no queue yet);
+        the cheap question asked for every call event, where a snapshot would cost a copy."""
+        call = self._calls.get(uniqueid)
+        return call.queue if call is not None else None
+
     def snapshot(self) -> StateSnapshot:
         """A frozen copy, built once per change; `as_of` is the time of the last change."""
         if self._cached is not None:

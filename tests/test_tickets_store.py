@@ -38,6 +38,7 @@ from acd.tickets import (
     create_engine_for,
     migrate,
 )
+from acd.tickets.engine import WriterBusyError, Writes
 from acd.tickets.schema import metadata
 
 T0 = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
@@ -432,6 +433,43 @@ async def test_sqlite_runs_in_wal_mode(sqlite_engine: AsyncEngine) -> None:
         mode = (await connection.exec_driver_sql("PRAGMA journal_mode")).scalar_one()
         keys = (await connection.exec_driver_sql("PRAGMA foreign_keys")).scalar_one()
     assert (mode, keys) == ("wal", 1)
+
+
+async def test_writers_of_one_process_take_turns_and_leave_connections_to_readers(
+    tmp_path: Path,
+) -> None:
+    # Two pooled connections: the first writer holds one. A second writer left to SQLite's
+    # busy handler would hold the other, and the reader would find the pool empty.
+    url = f"sqlite+aiosqlite:///{tmp_path / 'tickets.db'}"
+    await migrate(url)
+    engine = create_engine_for(url, pool_size=2, max_overflow=0, pool_timeout=1)
+    store = TicketStore(engine)
+    first_writes = Writes(engine)
+    try:
+        number = await _new(store)
+        release = asyncio.Event()
+
+        async def first_writer() -> None:
+            async with first_writes.begin() as session:
+                await session.execute(sa.text("UPDATE tickets SET category = 'first'"))
+                await release.wait()
+
+        holder = asyncio.create_task(first_writer())
+        await asyncio.sleep(0.1)
+        second = asyncio.create_task(
+            store.set_status(number, "second_level", actor="alice", reason="escalated", now=T0)
+        )
+        await asyncio.sleep(0.1)
+        assert (await store.get(number)).status is TicketStatus.FIRST_LEVEL  # read meanwhile
+        with pytest.raises(WriterBusyError):
+            async with Writes(engine, lock_wait=0.2).begin():
+                pass
+        release.set()
+        await holder
+        assert (await second).status is TicketStatus.SECOND_LEVEL
+        assert (await store.get(number)).category == "first"
+    finally:
+        await engine.dispose()
 
 
 def test_deferred_transactions_fail_at_once_under_wal(tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.orm import Mapped, mapped_column
 
-from acd.tickets.engine import reader
+from acd.tickets.engine import Writes, reader
 from acd.tickets.schema import Base, TicketRow, UtcDateTime
 from acd.tickets.status import TicketStatus
 from acd.tickets.store import InvalidValue, insert_ticket, validate_new_ticket
@@ -158,7 +158,7 @@ class AlertStore:
     """Alerts and their tickets on the ticket store's database (SQLite or PostgreSQL)."""
 
     def __init__(self, engine: AsyncEngine) -> None:
-        self._write = async_sessionmaker(engine, expire_on_commit=False)
+        self._write = Writes(engine)
         self._read = async_sessionmaker(reader(engine), expire_on_commit=False)
 
     async def open_ticket(

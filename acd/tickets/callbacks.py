@@ -33,7 +33,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from acd.tickets.engine import reader, with_lock_wait
+from acd.tickets.engine import Writes, reader
 from acd.tickets.schema import (
     ACTIVE_CALLBACK_STATES,
     CallbackAttemptRow,
@@ -125,13 +125,11 @@ class CallbackStore:
         """`booking_lock_wait`: seconds `request` (a caller on the line) waits for another
         writer before it fails; other writes wait the engine's usual busy timeout."""
         self._engine = engine
-        self._write = async_sessionmaker(engine, expire_on_commit=False)
+        self._write = Writes(engine)
         self._book = (
             self._write
             if booking_lock_wait is None
-            else async_sessionmaker(
-                with_lock_wait(engine, booking_lock_wait), expire_on_commit=False
-            )
+            else Writes(engine, lock_wait=booking_lock_wait)
         )
         self._read = async_sessionmaker(reader(engine), expire_on_commit=False)
 

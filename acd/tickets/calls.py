@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from acd.tickets.engine import reader
+from acd.tickets.engine import Writes, reader
 from acd.tickets.schema import CallRow, CustomerRow
 from acd.tickets.store import InvalidValue, check_rating, is_e164
 
@@ -52,7 +52,7 @@ class CallStore:
     """Call records on the ticket store's database (SQLite or PostgreSQL)."""
 
     def __init__(self, engine: AsyncEngine) -> None:
-        self._write = async_sessionmaker(engine, expire_on_commit=False)
+        self._write = Writes(engine)
         self._read = async_sessionmaker(reader(engine), expire_on_commit=False)
 
     async def arrived(

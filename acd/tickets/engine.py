@@ -19,21 +19,89 @@ of its own beyond those connection settings.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any, Final
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.pool import ConnectionPoolEntry
 
-__all__ = ["READ_ONLY_OPTION", "create_engine_for", "reader", "with_lock_wait"]
+__all__ = [
+    "READ_ONLY_OPTION",
+    "WriterBusyError",
+    "Writes",
+    "create_engine_for",
+    "reader",
+    "with_lock_wait",
+]
 
 READ_ONLY_OPTION: Final = "firstline_read_only"
 LOCK_WAIT_OPTION: Final = "firstline_lock_wait_ms"
+# The pool attribute holding this process's writers' turn on a SQLite database (see `Writes`).
+_WRITE_TURN: Final = "firstline_write_turn"
+_BUSY_MS: Final = "firstline_busy_timeout_ms"
+
+
+class WriterBusyError(SQLAlchemyError):
+    """Another write transaction of this process held the database longer than the wait."""
+
+
+class Writes:
+    """Write transactions on the store's database: `async with writes.begin() as session`.
+
+    SQLite has one writer at a time. Left to SQLite, a second writer sits in its busy
+    handler (sleeping in steps of up to 100 ms, holding a pooled connection) while the first
+    one's statements each wait for a turn of our event loop: under load the waiting writers
+    took the whole pool and the callers' lookups, which need no lock at all, waited for a
+    connection. So this process's writers queue on an asyncio lock shared through the
+    engine's pool, take a connection only when it is their turn, and are woken at once when
+    the writer before them is done. Other processes (the CLI, a second daemon) still meet
+    SQLite's busy timeout. On PostgreSQL writers take row locks only: no queue.
+    """
+
+    def __init__(self, engine: AsyncEngine, *, lock_wait: float | None = None) -> None:
+        """`lock_wait`: seconds to wait for other writers (default: the engine's busy
+        timeout, 30 s), then `WriterBusyError` (or the database's own lock error)."""
+        bound = engine if lock_wait is None else with_lock_wait(engine, lock_wait)
+        self._sessions = async_sessionmaker(bound, expire_on_commit=False)
+        self._turn: asyncio.Lock | None = getattr(engine.sync_engine.pool, _WRITE_TURN, None)
+        self._wait = lock_wait if lock_wait is not None else _DEFAULT_BUSY_TIMEOUT
+
+    @contextlib.asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncSession]:
+        """A session in a write transaction, committed at the end (rolled back on error)."""
+        if self._turn is None:
+            async with self._sessions.begin() as session:
+                yield session
+            return
+        try:
+            async with asyncio.timeout(self._wait):
+                await self._turn.acquire()
+        except TimeoutError:
+            raise WriterBusyError(
+                f"another writer held the database for over {self._wait:g} s"
+            ) from None
+        try:
+            async with self._sessions.begin() as session:
+                yield session
+        finally:
+            self._turn.release()
+
+
+_DEFAULT_BUSY_TIMEOUT: Final = 30.0
 
 
 def create_engine_for(
-    url: str | URL, *, busy_timeout: float = 30.0, **engine_kwargs: Any
+    url: str | URL, *, busy_timeout: float = _DEFAULT_BUSY_TIMEOUT, **engine_kwargs: Any
 ) -> AsyncEngine:
     """An `AsyncEngine` for `url` (sqlite+aiosqlite:///file or postgresql+asyncpg://...).
 
@@ -49,6 +117,8 @@ def create_engine_for(
     engine = create_async_engine(parsed, **engine_kwargs)
     if engine.dialect.name == "sqlite":
         _setup_sqlite(engine.sync_engine, busy_timeout_ms=int(busy_timeout * 1000))
+        # Shared by every `Writes` on this engine and the engines derived from it (same pool).
+        setattr(engine.sync_engine.pool, _WRITE_TURN, asyncio.Lock())
     return engine
 
 
@@ -86,7 +156,7 @@ def _with_postgres_guards(engine_kwargs: dict[str, Any], *, lock_wait_ms: int) -
 
 
 def _setup_sqlite(engine: Engine, *, busy_timeout_ms: int) -> None:
-    def on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    def on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
@@ -96,15 +166,20 @@ def _setup_sqlite(engine: Engine, *, busy_timeout_ms: int) -> None:
             cursor.execute("PRAGMA foreign_keys = ON")
         finally:
             cursor.close()
+        record.info[_BUSY_MS] = busy_timeout_ms
 
     def on_begin(connection: Connection) -> None:
         options = connection.get_execution_options()
         if options.get(READ_ONLY_OPTION, False):
             connection.exec_driver_sql("BEGIN")
             return
-        # Set on every write transaction: pooled connections must not keep a short wait.
+        # Checked on every write transaction: a pooled connection must not keep another
+        # transaction's short wait. Set only when it differs: each statement is a round trip
+        # to the driver's thread while this transaction holds the write lock.
         wait_ms = int(options.get(LOCK_WAIT_OPTION, busy_timeout_ms))
-        connection.exec_driver_sql(f"PRAGMA busy_timeout = {wait_ms:d}")
+        if connection.info.get(_BUSY_MS) != wait_ms:
+            connection.exec_driver_sql(f"PRAGMA busy_timeout = {wait_ms:d}")
+            connection.info[_BUSY_MS] = wait_ms
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     event.listen(engine, "connect", on_connect)

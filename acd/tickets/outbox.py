@@ -34,7 +34,7 @@ from sqlalchemy import exists, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.orm import aliased
 
-from acd.tickets.engine import reader
+from acd.tickets.engine import Writes, reader
 from acd.tickets.schema import CustomerRow, NotificationRow, TicketRow
 from acd.tickets.status import TicketStatus
 from acd.tickets.store import InvalidValue, ticket_row
@@ -91,7 +91,7 @@ class TicketOutbox:
     """The customer e-mail outbox on the ticket store's database (SQLite or PostgreSQL)."""
 
     def __init__(self, engine: AsyncEngine) -> None:
-        self._write = async_sessionmaker(engine, expire_on_commit=False)
+        self._write = Writes(engine)
         self._read = async_sessionmaker(reader(engine), expire_on_commit=False)
 
     async def due_notifications(

@@ -34,7 +34,7 @@ from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from acd.tickets.engine import create_engine_for, reader
+from acd.tickets.engine import Writes, create_engine_for, reader
 from acd.tickets.schema import (
     CustomerPhoneRow,
     CustomerRow,
@@ -162,7 +162,7 @@ class TicketStore:
             raise InvalidValue(
                 f"unsupported database '{self._engine.dialect.name}' (use SQLite or PostgreSQL)"
             )
-        self._write = async_sessionmaker(self._engine, expire_on_commit=False)
+        self._write = Writes(self._engine)
         self._read = async_sessionmaker(reader(self._engine), expire_on_commit=False)
 
     @property
