@@ -19,7 +19,7 @@ import re
 import signal
 import socket
 import zoneinfo
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from acd.ami import (
 )
 from acd.config import Agent, Config, ConfigInvalid, SecretUnavailableError, load_config
 from acd.expected_wait import expected_wait
-from acd.live_view import routing_view
+from acd.live_view import handle_times, routing_view
 from acd.mailer import Mailer
 from acd.membership import Member, membership_changes
 from acd.mqtt import MqttLink
@@ -189,6 +189,7 @@ class Daemon:
         self._state = _live_state(config, self._now())
         self._table = RoutingTable(config)
         self._view_cache: tuple[StateSnapshot, RoutingView] | None = None
+        self._handle_times: tuple[int, Mapping[str, Sequence[float]]] | None = None
         self._desk = DeskMetrics(self._registry, queues=[queue.id for queue in config.queues])
         self._desk_refresh: asyncio.TimerHandle | None = None
         self._ami.subscribe(None, self._on_ami_event)
@@ -494,6 +495,7 @@ class Daemon:
                 self._dialer.reconfigure(new)
             self._table = RoutingTable(new)
             self._state = _live_state(new, self._now())
+            self._handle_times = None  # a new state counts its finished calls from 0
             await self._resync()
             self._log.info("config.reloaded", membership_changes=applied)
             return True
@@ -1101,8 +1103,12 @@ class Daemon:
         """
         snapshot = self._state.snapshot()
         if self._view_cache is None or self._view_cache[0] is not snapshot:
-            wrapups = {queue.id: queue.wrapup for queue in self._config.queues}
-            view = routing_view(snapshot, self._state.finished(), wrapups, now)
+            finished = self._state.finished_total
+            if self._handle_times is None or self._handle_times[0] != finished:
+                wrapups = {queue.id: queue.wrapup for queue in self._config.queues}
+                times = handle_times(self._state.finished(), wrapups)
+                self._handle_times = (finished, times)
+            view = routing_view(snapshot, self._handle_times[1], now)
             self._view_cache = (snapshot, view)
         return self._view_cache[1]
 

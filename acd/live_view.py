@@ -11,7 +11,7 @@ announcement first) count as waiting ahead: they arrived first, so they are answ
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from statistics import fmean
 
 from acd.expected_wait import busy_remaining
@@ -19,18 +19,31 @@ from acd.routing import AgentAvailability, QueueLoad, RoutingView
 from acd.state import FinishedCall, Outcome, StateSnapshot
 from acd.state_machines import AgentState, CallState
 
-__all__ = ["routing_view"]
+__all__ = ["handle_times", "routing_view"]
 
 _BUSY = frozenset({AgentState.RINGING, AgentState.ON_CALL, AgentState.WRAP_UP})
 
 
+def handle_times(
+    finished: Iterable[FinishedCall], wrapup_seconds: Mapping[str, int]
+) -> dict[str, tuple[float, ...]]:
+    """Per queue, the handle times (talk plus the queue's wrap-up) of its answered calls
+    among ``finished``; they change only when a call finishes, not with every event."""
+    times: dict[str, list[float]] = {}
+    for record in finished:
+        if record.outcome is Outcome.ANSWERED and record.queue and record.talk is not None:
+            times.setdefault(record.queue, []).append(
+                record.talk + wrapup_seconds.get(record.queue, 0)
+            )
+    return {queue: tuple(samples) for queue, samples in times.items()}
+
+
 def routing_view(
     snapshot: StateSnapshot,
-    finished: Iterable[FinishedCall],
-    wrapup_seconds: Mapping[str, int],
+    handle_times: Mapping[str, Sequence[float]],
     now: float,
 ) -> RoutingView:
-    """The routing core's view of ``snapshot`` at ``now``."""
+    """The routing core's view of ``snapshot`` at ``now``, with the queues' ``handle_times``."""
     agents = {
         agent_id: AgentAvailability(
             logged_in=view.state is not AgentState.LOGGED_OUT,
@@ -39,12 +52,6 @@ def routing_view(
         )
         for agent_id, view in snapshot.agents.items()
     }
-    handle_times: dict[str, list[float]] = {}
-    for record in finished:
-        if record.outcome is Outcome.ANSWERED and record.queue and record.talk is not None:
-            handle_times.setdefault(record.queue, []).append(
-                record.talk + wrapup_seconds.get(record.queue, 0)
-            )
     members: dict[str, list[tuple[AgentState, float]]] = {}
     for view in snapshot.agents.values():
         for queue_id, member in view.queues.items():
@@ -58,7 +65,7 @@ def routing_view(
     queues: dict[str, QueueLoad] = {}
     for queue_id in set(snapshot.queues) | set(members) | set(arriving):
         queue_members = members.get(queue_id, [])
-        samples = handle_times.get(queue_id, [])
+        samples = handle_times.get(queue_id, ())
         mean = fmean(samples) if samples else None
         busy_since = [since for state, since in queue_members if state in _BUSY]
         queues[queue_id] = QueueLoad(

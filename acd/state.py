@@ -365,6 +365,7 @@ class LiveState:
         self._calls: dict[str, _Call] = {}
         self._waiting: dict[str, list[str]] = {}
         self._finished: deque[FinishedCall] = deque(maxlen=finished_limit)
+        self._finished_total = 0
         self._retired: OrderedDict[str, None] = OrderedDict()
         self._finished_limit = finished_limit
         self._handlers: dict[str, Callable[[Event, float, list[Change]], None]] = {
@@ -472,6 +473,11 @@ class LiveState:
     def finished(self) -> tuple[FinishedCall, ...]:
         """The most recent finished queue visits, oldest first (bounded)."""
         return tuple(self._finished)
+
+    @property
+    def finished_total(self) -> int:
+        """How many queue visits have finished since start: `finished()` changed when it moved."""
+        return self._finished_total
 
     def queue_of(self, uniqueid: str) -> str | None:
         """The queue this call is in or was routed to (None: unknown call or no queue yet);
@@ -811,6 +817,7 @@ class LiveState:
             call.agent_id,
         )
         self._finished.append(record)
+        self._finished_total += 1
         out.append(CallFinished(record))
         call.left_at = None
 
