@@ -87,6 +87,7 @@ from tests.sip.harness import (
     PBX_SIP_PORT,
     SIP_DIR,
     SipEvent,
+    SippProcess,
     SoftPhone,
     dial_feature_code,
     free_udp_port,
@@ -332,41 +333,40 @@ class EventTap:
         await self.client.close()
 
 
-def _proc_text(pid: int, name: str) -> str | None:
+def proc_text(pid: int, name: str) -> str | None:
     try:
         return Path(f"/proc/{pid}/{name}").read_text()
     except OSError:
         return None
 
 
-def _ticks(pid: int | None) -> int | None:
+def process_ticks(pid: int | None) -> int | None:
     if pid is None:
         return None
-    text = _proc_text(pid, "stat")
+    text = proc_text(pid, "stat")
     return cpu_ticks(text) if text else None
 
 
-def _asterisk_pid(pbx: LivePbx) -> int:
+def asterisk_pid(pbx: LivePbx) -> int:
     # asterisk/pbx keeps it in the root's own run folder (see RUNDIR there).
     return int((pbx.root / "run/asterisk/firstline.pid").read_text().strip())
 
 
-def _scrape_metrics() -> str:
+def scrape_metrics() -> str:
     with urllib.request.urlopen(METRICS_URL, timeout=5) as reply:
         text: str = reply.read().decode()
     return text
 
 
-def _quiet(phone: SoftPhone) -> SoftPhone:
-    """The softphone without tests/sip's per-message trace (see _MESSAGE_TRACE)."""
-    command: list[str] = phone.process._command
+def quiet(process: SippProcess) -> None:
+    """Drops tests/sip's per-message trace from a phone not started yet (see _MESSAGE_TRACE)."""
+    command: list[str] = process._command
     for flag in _MESSAGE_TRACE:
         index = command.index(flag)
         del command[index : index + (2 if flag == "-message_file" else 1)]
-    return phone
 
 
-def _caller_command(
+def caller_command(
     workdir: Path, scenario: Path, injection: Path, rate: float, calls: int, timeout: int
 ) -> list[str]:
     binary = sipp_binary()
@@ -420,17 +420,23 @@ def _caller_command(
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, pbx: LivePbx, workdir: Path) -> None:
+    """Asterisk, the agents' softphones and (firstline mode) the daemon for ``config``, a
+    desk of one queue (QUEUE) and agents agent01..agentNN; bench/soak.py reuses the set-up."""
+
+    def __init__(
+        self, args: argparse.Namespace, pbx: LivePbx, workdir: Path, config: Path = LOAD_CONFIG
+    ) -> None:
         self.args = args
         self.pbx = pbx
         self.workdir = workdir
+        self.config = config
         self.agents = [f"agent{i:02d}" for i in range(1, args.agents + 1)]
         self._step_index = 0
 
     # -- set-up ------------------------------------------------------------------------------
 
-    def _render(self, mode: str) -> Path:
-        conf = render_live(self.workdir / mode / "asterisk-conf", LOAD_CONFIG)
+    def render(self, mode: str) -> Path:
+        conf = render_live(self.workdir / mode / "asterisk-conf", self.config)
         (conf / "extensions_local.conf").unlink(missing_ok=True)
         if mode == "bare":
             shutil.copy(BARE_DIALPLAN, conf / "extensions.conf")
@@ -445,7 +451,7 @@ class Bench:
             queues.write_text(text.rstrip("\n") + "\n" + members)
         return conf
 
-    def _start_phones(self, mode: str, phones: list[SoftPhone]) -> None:
+    def start_phones(self, mode: str, phones: list[SoftPhone]) -> None:
         """Adds each registered softphone to ``phones`` (the caller stops them all)."""
         phones_dir = self.workdir / mode / "phones"
         phones_dir.mkdir(parents=True, exist_ok=True)
@@ -457,15 +463,14 @@ class Bench:
         (free_udp_port only finds ports free now: started together, two phones can pick
         the same one)."""
         for attempt in range(3):
-            phone = _quiet(
-                SoftPhone(
-                    agent,
-                    TEST_SECRET,
-                    phones_dir,
-                    ring_ms=self.args.ring_ms,
-                    talk_ms=self.args.talk_ms,
-                )
+            phone = SoftPhone(
+                agent,
+                TEST_SECRET,
+                phones_dir,
+                ring_ms=self.args.ring_ms,
+                talk_ms=self.args.talk_ms,
             )
+            quiet(phone.process)
             phone.start()
             try:
                 phone.wait_registered(timeout=20)
@@ -477,11 +482,11 @@ class Bench:
             return phone
         raise AssertionError("unreachable")
 
-    async def _members(self, ami: AmiClient) -> int:
+    async def members(self, ami: AmiClient) -> int:
         status = await ami.action("QueueStatus", {"Queue": QUEUE}, timeout=10)
         return sum(1 for e in status.events if e.name == "QueueMember")
 
-    async def _log_in(self, ami: AmiClient, phones_dir: Path) -> None:
+    async def log_in(self, ami: AmiClient, phones_dir: Path) -> None:
         """Each agent dials *21 from a softphone, as at the start of a shift."""
         semaphore = asyncio.Semaphore(8)
 
@@ -492,8 +497,10 @@ class Bench:
                         await asyncio.to_thread(
                             dial_feature_code, phones_dir, agent, TEST_SECRET, "*21", 30
                         )
-                    except RuntimeError:
-                        # free_udp_port raced another dialler for the same port.
+                    except (RuntimeError, AssertionError):
+                        # free_udp_port raced another dialler for the same port: caught
+                        # before the start (RuntimeError), or SIPp could not bind it and
+                        # exited at once (AssertionError, exit 254 without events).
                         if attempt == 2:
                             raise
                         continue
@@ -501,15 +508,15 @@ class Bench:
 
         await asyncio.gather(*(one(agent) for agent in self.agents))
         for _ in range(100):
-            if await self._members(ami) >= len(self.agents):
+            if await self.members(ami) >= len(self.agents):
                 return
             await asyncio.sleep(0.2)
-        raise SystemExit(f"only {await self._members(ami)} of {len(self.agents)} agents in {QUEUE}")
+        raise SystemExit(f"only {await self.members(ami)} of {len(self.agents)} agents in {QUEUE}")
 
     # -- one mode ----------------------------------------------------------------------------
 
     async def run_mode(self, mode: str, extra_rate: float | None) -> list[StepResult]:
-        conf = self._render(mode)
+        conf = self.render(mode)
         self.pbx.start(conf, fresh_state=True)
         phones: list[SoftPhone] = []
         daemon: DaemonProcess | None = None
@@ -524,15 +531,15 @@ class Bench:
         )
         steps: list[StepResult] = []
         try:
-            self._start_phones(mode, phones)
+            self.start_phones(mode, phones)
             await tap.start()
             if mode == "firstline":
                 daemon_dir = self.workdir / mode / "daemon"
                 daemon_dir.mkdir(parents=True, exist_ok=True)
-                daemon = DaemonProcess(daemon_dir / "acd.log", config_path=LOAD_CONFIG)
+                daemon = DaemonProcess(daemon_dir / "acd.log", config_path=self.config)
                 daemon.start()
-                await self._log_in(tap.client, self.workdir / mode / "phones")
-            members = await self._members(tap.client)
+                await self.log_in(tap.client, self.workdir / mode / "phones")
+            members = await self.members(tap.client)
             print(f"[{mode}] {members} agents in {QUEUE}", flush=True)
             for rate in self.args.rates:
                 step = await self._step(mode, rate, phones, daemon, tap, extra=False)
@@ -584,17 +591,17 @@ class Bench:
         injection.write_text(
             "SEQUENTIAL\n" + "".join(f"{n};{CALLER_KEYS};{self.args.hold:g}\n" for n in numbers)
         )
-        asterisk_pid = _asterisk_pid(self.pbx)
-        daemon_pid = _daemon_pid(daemon)
-        asterisk_before, daemon_before = _ticks(asterisk_pid), _ticks(daemon_pid)
-        metrics_before = _scrape_metrics() if daemon is not None else ""
+        pbx_pid = asterisk_pid(self.pbx)
+        acd_pid = daemon_pid(daemon)
+        asterisk_before, daemon_before = process_ticks(pbx_pid), process_ticks(acd_pid)
+        metrics_before = scrape_metrics() if daemon is not None else ""
         log_skip = sum(1 for _ in daemon.lines()) if daemon is not None else 0
         load_before = os.getloadavg()[0]
         tap.reset()
         started = time.monotonic()
         timeout = int(self.args.step_seconds + self.args.hold + 60)
         proc = subprocess.Popen(  # noqa: ASYNC220 - polled below without blocking the loop
-            _caller_command(stepdir, scenario, injection, rate, calls, timeout),
+            caller_command(stepdir, scenario, injection, rate, calls, timeout),
             cwd=stepdir,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -613,7 +620,7 @@ class Bench:
         # the last events and the daemon's bookkeeping.
         await asyncio.sleep(1.0)
         seconds = time.monotonic() - started
-        asterisk_after, daemon_after = _ticks(asterisk_pid), _ticks(daemon_pid)
+        asterisk_after, daemon_after = process_ticks(pbx_pid), process_ticks(acd_pid)
         tick = os.sysconf("SC_CLK_TCK")
 
         stats = parse_sipp_stats((stepdir / "stat.csv").read_text())
@@ -623,7 +630,7 @@ class Bench:
             (event for phone in phones for event in phone.process.events()), set(numbers)
         )
         failed = placed - len(served)
-        daemon_status = _proc_text(daemon_pid, "status") if daemon_pid else None
+        daemon_status = proc_text(acd_pid, "status") if acd_pid else None
 
         def per_call_ms(before: int | None, after: int | None) -> float | None:
             if before is None or after is None or not placed:
@@ -633,7 +640,7 @@ class Bench:
         agi_p99 = None
         after_ivr: list[float] = []
         if daemon is not None:
-            metrics_after = _scrape_metrics()
+            metrics_after = scrape_metrics()
             labels = {"script": "route"}
             agi_p99 = histogram_quantile(
                 histogram_buckets(metrics_after, "acd_agi_duration_seconds", labels),
@@ -680,7 +687,7 @@ def _read(path: Path) -> str:
     return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
 
 
-def _daemon_pid(daemon: DaemonProcess | None) -> int | None:
+def daemon_pid(daemon: DaemonProcess | None) -> int | None:
     if daemon is None or not daemon.pid_file.exists():
         return None
     return int(daemon.pid_file.read_text().strip())
@@ -787,7 +794,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 @contextlib.contextmanager
-def _pbx_lock() -> Iterator[None]:
+def pbx_lock() -> Iterator[None]:
     """The live tests' lock (tests/conftest.py ``pbx``): one Asterisk user at a time."""
     with LOCK_PATH.open("w") as lock:
         try:
@@ -829,7 +836,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir = args.workdir or Path(f"/tmp/firstline-load-{time.strftime('%Y%m%d-%H%M%S')}")
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"workdir {workdir}", flush=True)
-    with _pbx_lock():
+    with pbx_lock():
         pbx = LivePbx()
         if not pbx.installed:
             print("no Asterisk root: run 'asterisk/pbx install'", file=sys.stderr)
