@@ -881,10 +881,10 @@ def _overflow(
     reasons: list[str],
 ) -> tuple[_QueueEntry, str | None, WaitEstimate | None]:
     overflow = chosen.queue.overflow
-    if overflow is None:
-        return chosen, None, None
     here, estimate = _wait(view, chosen.queue.id)
-    if here is None or here <= overflow.expected_wait_over:
+    # The estimate goes with every decision: the welcome tells it, or skips the callback
+    # offer when an agent is free, in queues without an overflow too.
+    if overflow is None or here is None or here <= overflow.expected_wait_over:
         return chosen, None, estimate
     target, refusal = planned
     if refusal is None and target is not None and not _queue_open(table, target, now, memo):

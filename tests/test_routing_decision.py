@@ -368,6 +368,27 @@ def test_no_overflow_under_the_threshold(desk: Config, table: RoutingTable) -> N
     assert decision.expected_wait.seconds == 100.0
 
 
+def test_a_queue_without_overflow_still_tells_its_expected_wait(
+    desk: Config, table: RoutingTable
+) -> None:
+    # The welcome skips the callback offer when an agent is free: it needs the estimate.
+    assert desk.queue("second-printing").overflow is None
+    view = RoutingView(queues={"second-printing": _IDLE_AGENT})
+    decision = decide_route(
+        desk, _call(skills={"printing": 3}), MONDAY_11_BERLIN, view, table=table
+    )
+    assert decision.queue == "second-printing"
+    assert decision.expected_wait == WaitEstimate(
+        0.0, reliable=True, reason="a qualified agent is idle"
+    )
+    view = RoutingView(queues={"second-printing": _LONG})
+    decision = decide_route(
+        desk, _call(skills={"printing": 3}), MONDAY_11_BERLIN, view, table=table
+    )
+    assert decision.expected_wait is not None
+    assert decision.expected_wait.seconds == pytest.approx(1000.0)
+
+
 def test_nobody_logged_in_counts_as_too_long(desk: Config, table: RoutingTable) -> None:
     view = RoutingView(queues={"first-overflow": _IDLE_AGENT})
     decision = decide_route(desk, _call(), MONDAY_11_BERLIN, view, table=table)

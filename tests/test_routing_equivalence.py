@@ -73,8 +73,8 @@ class _ReferenceTable:
 
     Build it once per config (``_ReferenceTable(config)``) and pass it to ``decide_route``;
     building costs O(queues x agents), a decision then costs O(queues requiring the call's
-    skills) plus the expected-wait estimate of the queue (and its overflow) when overflow is
-    configured. Immutable after construction.
+    skills) plus the expected-wait estimate of the queue (and of its overflow when one is
+    configured). Immutable after construction.
     """
 
     __slots__ = (
@@ -478,10 +478,8 @@ def _overflow(
     ctx: _Context, chosen: _QueueEntry, view: RoutingView
 ) -> tuple[_QueueEntry, str | None, WaitEstimate | None]:
     overflow = chosen.queue.overflow
-    if overflow is None:
-        return chosen, None, None
     here, estimate = _wait(view, chosen.queue.id)
-    if here is None or here <= overflow.expected_wait_over:
+    if overflow is None or here is None or here <= overflow.expected_wait_over:
         return chosen, None, estimate
     target = ctx.table._entries.get(overflow.queue)
     refusal = _overflow_refusal(ctx, chosen, target)
