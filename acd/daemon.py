@@ -928,23 +928,26 @@ class Daemon:
         skills: dict[str, int],
         flow: FlowResult | None,
     ) -> None:
-        """The call's record in the store; a slow or broken store costs the record only."""
+        """The call's record in the store; a slow or broken store costs the record only.
+
+        Off the caller's path, so it waits its turn among the store's writers (bounded by
+        the store's busy timeout) rather than being cut off mid-transaction under load.
+        """
         if self._calls is None or not uniqueid:
             return
         try:
-            async with asyncio.timeout(self._config.daemon.route_timeout / 2):
-                await self._calls.arrived(
-                    uniqueid,
-                    now=self._clock(),
-                    caller_number=normalise_number(caller, self._config.hotline.region),
-                    language=language or None,
-                    skills=skills,
-                    answers=flow.answers if flow else None,
-                    category=flow.category if flow else None,
-                    customer_id=customer_id,
-                    recording_path=flow.recording if flow else None,
-                )
-        except (TimeoutError, SQLAlchemyError, TicketStoreError) as error:
+            await self._calls.arrived(
+                uniqueid,
+                now=self._clock(),
+                caller_number=normalise_number(caller, self._config.hotline.region),
+                language=language or None,
+                skills=skills,
+                answers=flow.answers if flow else None,
+                category=flow.category if flow else None,
+                customer_id=customer_id,
+                recording_path=flow.recording if flow else None,
+            )
+        except (SQLAlchemyError, TicketStoreError) as error:
             self._log.warning("call.record_failed", uniqueid=uniqueid, error=repr(error))
 
     async def _hand_to_queue(
