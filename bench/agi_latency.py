@@ -28,6 +28,9 @@ Measured, with ``time.perf_counter_ns`` in the stand-in:
   loopback delivery both ways and the stand-in's event loop waking up, the same for both.
 * step: from starting the TCP connect until the server's end of stream after the fifth
   reply (accept, header, five round trips, handler end and close).
+* server CPU per call: the server process's user + system time (``/proc/PID/stat``, Linux
+  only) over the measured rounds, divided by their calls.  Less sensitive than the
+  latencies to how the scheduler places and wakes the processes on a busy machine.
 
 The stand-in answers at once (no prompt playing, no caller thinking), so a level's calls
 form a closed loop: with 50 or 200 in flight the server process runs flat out and the round
@@ -35,7 +38,11 @@ trip is mostly queueing, i.e. it follows the server's CPU time per call.
 
 Each concurrency level runs a warm-up per server, then the measured calls in rounds (six by
 default) that alternate the servers, so that drift on the machine hits both alike.  uvloop
-is not a dependency of Firstline, so plain asyncio runs both sides.
+is not a dependency of Firstline, so plain asyncio runs both sides.  Both server processes
+run with glibc's mmap and trim thresholds fixed (``MALLOC_MMAP_THRESHOLD_``,
+``MALLOC_TRIM_THRESHOLD_``, unless already set): otherwise the bare server's 256 KiB read
+buffers cost three system calls per reply in some runs and none in others (see
+`ServerProcess.start`).
 
     .venv/bin/python bench/agi_latency.py [--concurrency 1 50 200] [--calls 6000] [--quick]
         [--rounds 6] [--log-level info]
@@ -56,7 +63,7 @@ import pstats
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Final
@@ -70,6 +77,7 @@ SERVERS: Final = ("baseline", "firstline")
 ROUNDS: Final = 6
 # The daemon's default of 256 would turn calls away above it: here we measure latency only.
 MAX_SESSIONS: Final = 4096
+MALLOC_MMAP_THRESHOLD: Final = 1024 * 1024  # above asyncio's 256 KiB reads, see ServerProcess
 _RECORDED_HEADER: Final = ROOT / "tests/transcripts/agi/hangup.bin"
 
 # The IVR step's decision: the digit pressed picks the queue (anything else: first level).
@@ -183,6 +191,14 @@ class ServerProcess:
             command += ["--profile", profile]
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        # asyncio's data_received path (the bare server's) allocates 256 KiB per recv.  glibc
+        # serves that with mmap + mremap + munmap until some free raises its dynamic mmap
+        # threshold (and with it the heap's trim threshold), which happens or not depending
+        # on the process's history: the bare server's cost per reply then flips between two
+        # levels from run to run.  Fixed thresholds keep it on the heap without trimming,
+        # the cheaper level, in every run.
+        env.setdefault("MALLOC_MMAP_THRESHOLD_", str(MALLOC_MMAP_THRESHOLD))
+        env.setdefault("MALLOC_TRIM_THRESHOLD_", str(2 * MALLOC_MMAP_THRESHOLD))
         process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         assert process.stdout is not None
         line = process.stdout.readline()
@@ -191,6 +207,16 @@ class ServerProcess:
             process.wait()
             raise RuntimeError(f"{kind} server did not start (said {line!r})")
         return cls(kind=kind, process=process, port=int(line))
+
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU time the server process used so far (None off Linux)."""
+        try:
+            stat = Path(f"/proc/{self.process.pid}/stat").read_text()
+        except OSError:
+            return None
+        # The fields after the ")" closing the command name; utime and stime are 14 and 15.
+        fields = stat.rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         assert self.process.stdin is not None
@@ -232,6 +258,7 @@ class Samples:
     steps: list[int] = field(default_factory=list)
     seconds: float = 0.0
     calls: int = 0
+    cpu_seconds: float | None = None  # of the server process, when it could be read
 
 
 class BenchError(Exception):
@@ -353,9 +380,15 @@ def _percentile(values: Sequence[int], q: float) -> float:
 
 
 async def run_level(
-    ports: dict[str, int], concurrency: int, calls: int, warmup: int, rounds: int = ROUNDS
+    ports: dict[str, int],
+    concurrency: int,
+    calls: int,
+    warmup: int,
+    rounds: int = ROUNDS,
+    cpu_clocks: Mapping[str, Callable[[], float | None]] | None = None,
 ) -> LevelResult:
-    """`warmup` calls per server, then `calls` per server in `rounds` alternating rounds."""
+    """`warmup` calls per server, then `calls` per server in `rounds` alternating rounds;
+    `cpu_clocks` read each server's CPU time, for its CPU per call."""
     number = 0
     for kind in SERVERS:
         await run_calls(ports[kind], concurrency, max(warmup, concurrency), number)
@@ -365,13 +398,18 @@ async def run_level(
         share = calls // rounds + (1 if index < calls % rounds else 0)
         order = SERVERS if index % 2 == 0 else SERVERS[::-1]
         for kind in order:
+            clock = cpu_clocks.get(kind) if cpu_clocks is not None else None
+            cpu_before = clock() if clock is not None else None
             part = await run_calls(ports[kind], concurrency, share, number)
+            cpu_after = clock() if clock is not None else None
             number += share
             into = merged[kind]
             into.round_trips += part.round_trips
             into.steps += part.steps
             into.seconds += part.seconds
             into.calls += part.calls
+            if cpu_before is not None and cpu_after is not None:
+                into.cpu_seconds = (into.cpu_seconds or 0.0) + cpu_after - cpu_before
     return LevelResult(concurrency, merged)
 
 
@@ -392,11 +430,12 @@ def machine() -> str:
 def table(results: Sequence[LevelResult]) -> str:
     rows = [
         "| calls in flight | server | calls | calls/s | command p50 µs | command p99 µs "
-        "| step p50 ms | step p99 ms |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| step p50 ms | step p99 ms | server CPU µs/call |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for level in results:
         figures = {}
+        cpu = {}
         for kind in SERVERS:
             s = level.by_server[kind]
             figures[kind] = (
@@ -405,17 +444,21 @@ def table(results: Sequence[LevelResult]) -> str:
                 _percentile(s.steps, 0.50) / 1e6,
                 _percentile(s.steps, 0.99) / 1e6,
             )
+            cpu[kind] = s.cpu_seconds / s.calls * 1e6 if s.cpu_seconds is not None else None
             name = "Firstline `AgiServer`" if kind == "firstline" else "bare asyncio"
             rows.append(
                 f"| {level.concurrency} | {name} | {s.calls:,} | {s.calls / s.seconds:,.0f} "
                 f"| {figures[kind][0]:,.0f} | {figures[kind][1]:,.0f} "
-                f"| {figures[kind][2]:.2f} | {figures[kind][3]:.2f} |"
+                f"| {figures[kind][2]:.2f} | {figures[kind][3]:.2f} "
+                f"| {'-' if cpu[kind] is None else f'{cpu[kind]:,.0f}'} |"
             )
         ratios = [f / b for f, b in zip(figures["firstline"], figures["baseline"], strict=True)]
         r = [f"{ratio:.2f}{_TIMES}" for ratio in ratios]
+        first_cpu, bare_cpu = cpu["firstline"], cpu["baseline"]
+        cpu_ratio = f"{first_cpu / bare_cpu:.2f}{_TIMES}" if first_cpu and bare_cpu else "-"
         rows.append(
             f"| {level.concurrency} | ratio Firstline / bare | | "
-            f"| **{r[0]}** | **{r[1]}** | {r[2]} | {r[3]} |"
+            f"| **{r[0]}** | **{r[1]}** | {r[2]} | {r[3]} | {cpu_ratio} |"
         )
     return "\n".join(rows)
 
@@ -437,7 +480,11 @@ async def run(
     }
     try:
         ports = {kind: server.port for kind, server in servers.items()}
-        return [await run_level(ports, level, calls, warmup, rounds) for level in concurrency]
+        clocks = {kind: server.cpu_seconds for kind, server in servers.items()}
+        return [
+            await run_level(ports, level, calls, warmup, rounds, cpu_clocks=clocks)
+            for level in concurrency
+        ]
     finally:
         for server in servers.values():
             server.stop()

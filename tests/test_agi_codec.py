@@ -239,6 +239,27 @@ def test_reply_shapes(line: bytes, result: str, data: str | None, extras: dict[s
     assert (reply.result, reply.data, dict(reply.extras)) == (result, data, extras)
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    replies=st.lists(
+        st.one_of(
+            st.sampled_from([b"result=0", b"result=1", b"result=-1", b"result=1 (v) endpos=3"]),
+            st.binary(max_size=40).map(lambda tail: tail.replace(b"\n", b"")),
+        ).map(lambda tail: b"200 " + tail),
+        min_size=1,
+        max_size=4,
+    ),
+    end=st.sampled_from([b"\n", b"\r\n"]),
+)
+def test_a_200_reply_parses_as_it_does_after_a_blank_line(replies: list[bytes], end: bytes) -> None:
+    # A reply right at the start of the buffer takes the one-step 200 path; after a blank
+    # line (skipped) it goes through the general one.
+    header = b"agi_network_script: s\n\n"
+    direct = _outcome([header + b"".join(r + end for r in replies)], max_line_bytes=32)
+    after_blank = _outcome([header + b"".join(b"\n" + r + end for r in replies)], max_line_bytes=32)
+    assert direct == after_blank
+
+
 def test_single_line_520() -> None:
     events = _events([b"agi_network_script: s\n\n520 Invalid command syntax.  No usage.\n"])
     assert events[1] == AgiUsageError(text="Invalid command syntax.  No usage.")
@@ -314,6 +335,19 @@ def test_the_recorded_command_quoting_matches_format_command() -> None:
     assert format_command("STREAM", "FILE", "no-such-prompt", "") == (
         b'STREAM FILE no-such-prompt ""\n'
     )
+
+
+@pytest.mark.parametrize(
+    ("words", "line"),
+    [
+        (("VERBOSE", "a\x1bb", "1"), b"VERBOSE a\x1bb 1\n"),  # control character: bare
+        (("VERBOSE", "a\u00a0b"), "VERBOSE a\u00a0b\n".encode()),  # no-break space: bare
+        (("VERBOSE", "a\tb"), b'VERBOSE "a\tb"\n'),
+        (("SET", "VARIABLE", "X", "José"), "SET VARIABLE X José\n".encode()),
+    ],
+)
+def test_words_quoted_only_where_parse_args_needs_it(words: tuple[str, ...], line: bytes) -> None:
+    assert format_command(*words) == line
 
 
 @pytest.mark.parametrize("bad", ["a\nb", "a\rb", "a\0b"])

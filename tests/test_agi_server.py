@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
+import json
 import re
 import socket
 import time
@@ -11,8 +13,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from acd.agi import AgiCommandError, AgiHangup, AgiServer, AgiSession, Handler
+from acd.log import configure_logging
 
 TRANSCRIPTS = Path(__file__).parent / "transcripts" / "agi"
 HEADER = (TRANSCRIPTS / "hangup.bin").read_bytes().split(b"\n\n")[0] + b"\n\n"
@@ -320,6 +324,66 @@ async def test_concurrent_commands_of_one_session_go_one_at_a_time() -> None:
         assert srv.counters[("both", "ok")] == 1
     finally:
         await srv.close()
+
+
+async def test_a_command_cancelled_while_waiting_its_turn_leaves_the_others_in_order() -> None:
+    async def three(session: AgiSession) -> None:
+        first = asyncio.ensure_future(session.verbose("a"))
+        second = asyncio.ensure_future(session.verbose("b"))
+        third = asyncio.ensure_future(session.verbose("c"))
+        await asyncio.sleep(0.05)  # all three sent or queued
+        second.cancel()
+        await asyncio.gather(first, third)
+        with pytest.raises(asyncio.CancelledError):
+            await second
+
+    srv = AgiServer(port=0, handlers={"three": three})
+    await srv.start()
+    try:
+        fake = await FakeAsterisk.connect(srv.port, "three")
+        assert await fake.command() == b"VERBOSE a 1\n"
+        await asyncio.sleep(0.1)  # b is cancelled meanwhile
+        await fake.reply(b"200 result=1\n")
+        assert await fake.command() == b"VERBOSE c 1\n"
+        await fake.reply(b"200 result=1\n")
+        assert await fake.eof() == b""
+        await fake.close()
+        await _idle(srv)
+        assert srv.counters[("three", "ok")] == 1
+    finally:
+        await srv.close()
+
+
+async def test_request_done_is_one_json_line_with_what_the_handler_bound() -> None:
+    async def routed(session: AgiSession) -> None:
+        session.log = session.log.bind(queue="first-en")
+        await session.set_variable("FIRSTLINE_ROUTE", "first-en")
+
+    saved = structlog.get_config()
+    out = io.StringIO()
+    configure_logging("info", stream=out)  # the daemon's set-up
+    try:
+        srv = AgiServer(port=0, handlers={"routed": routed})
+        await srv.start()
+        try:
+            fake = await FakeAsterisk.connect(srv.port, "routed")
+            assert await fake.command() == b"SET VARIABLE FIRSTLINE_ROUTE first-en\n"
+            await fake.reply(b"200 result=1\n")
+            assert await fake.eof() == b""
+            await fake.close()
+            await _idle(srv)
+        finally:
+            await srv.close()
+    finally:
+        structlog.configure(**saved)
+    done = [json.loads(line) for line in out.getvalue().splitlines() if "agi.request_done" in line]
+    assert len(done) == 1
+    assert list(done[0]) == [
+        *["peer", "uniqueid", "script", "queue", "result", "seconds"],
+        *["event", "level", "timestamp"],
+    ]
+    assert (done[0]["queue"], done[0]["result"], done[0]["level"]) == ("first-en", "ok", "info")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z", done[0]["timestamp"])
 
 
 async def test_close_cancels_running_sessions() -> None:

@@ -44,7 +44,6 @@ _ASTERISK_MAX_WORDS = 127
 _EXTRAS_RE = re.compile(r"(?: [A-Za-z0-9_]+=\S*)+")
 _NEEDS_QUOTES_RE = re.compile(r'[ \t"\\]')
 _UNSENDABLE_RE = re.compile("[\r\n\0]")
-_SPECIAL_RE = re.compile(r'[\t"\\\r\n\x00]')  # needs quoting, or cannot be sent
 
 
 class AgiProtocolError(Exception):
@@ -149,6 +148,12 @@ class Closed:
 
 AgiEvent = AgiRequest | AgiResult | AgiUsageError | AgiHangupNotice | Closed
 
+# The replies most commands get (SET VARIABLE, ANSWER, EXEC ...), made once: results are
+# frozen, so handing out the same one is the same as parsing the line again.
+_PLAIN_200_REPLIES: Mapping[str, AgiResult] = MappingProxyType(
+    {f"result={r}": AgiResult(code=200, result=r, text=f"result={r}") for r in ("0", "1", "-1")}
+)
+
 
 class AgiConnection:
     """Sans-IO codec for one FastAGI session (request header, then command replies).
@@ -190,8 +195,9 @@ class AgiConnection:
     def state(self) -> ConnectionState:
         return self._state
 
-    def receive_data(self, data: bytes) -> None:
-        """Add bytes from the peer; ``b""`` says the peer closed its side."""
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Add bytes from the peer (copied: ``data`` may be reused once this returns);
+        ``b""`` says the peer closed its side."""
         if self._state is ConnectionState.ERROR:
             raise AgiProtocolError("connection already failed")
         if self._eof:
@@ -211,6 +217,17 @@ class AgiConnection:
 
     def next_event(self) -> AgiEvent | NeedData:
         """The next complete event, `NEED_DATA`, or `Closed` once input has ended."""
+        if self._state is ConnectionState.COMMANDS and self._usage_lines is None:
+            # What nearly every call during a session comes to, kept short: nothing new
+            # to parse, or one whole "200 ..." reply.
+            if self._scan_from == len(self._buf):
+                if not self._eof:
+                    return NEED_DATA
+            elif (reply := self._whole_200_reply()) is not None:
+                return reply
+        return self._next_event_line_by_line()
+
+    def _next_event_line_by_line(self) -> AgiEvent | NeedData:
         if self._state is ConnectionState.ERROR:
             raise AgiProtocolError("connection already failed")
         if self._state is ConnectionState.CLOSED:
@@ -275,6 +292,21 @@ class AgiConnection:
         elif self._usage_lines is not None or line.startswith(b"520-"):
             self._reply_bytes += end + 1 - pos
         return line.removesuffix(b"\r")
+
+    def _whole_200_reply(self) -> AgiResult | None:
+        # Nearly every reply: one buffered "200 ..." line within the limit, parsed in one
+        # step.  Anything else goes line by line; both ways give the same result.
+        buf, pos = self._buf, self._pos
+        if not buf.startswith(b"200 ", pos):
+            return None
+        end = buf.find(b"\n", self._scan_from)
+        if end < 0 or end + 1 - pos > self._max_line_bytes:
+            return None
+        self._pos = self._scan_from = end + 1
+        if buf[end - 1] == 0x0D:  # a CR before the LF is not part of the reply
+            end -= 1
+        rest = buf[pos + 4 : end].decode("utf-8", "replace")
+        return _PLAIN_200_REPLIES.get(rest) or _parse_reply(200, rest)
 
     def _whole_header(self) -> AgiRequest | None:
         # The usual case in one step: the whole header block is buffered, LF-ended, with no
@@ -377,40 +409,33 @@ class AgiConnection:
 
 
 def _parse_reply(code: int, rest: str) -> AgiResult:
+    # One return per reply shape, so that each builds its result in one step.
     if not rest.startswith("result="):
-        return AgiResult(code=code, result="", text=rest)
+        return AgiResult(code, "", None, _EMPTY_MAP, rest)
     value, _, tail = rest[len("result=") :].partition(" ")
     if not tail:
-        return AgiResult(code=code, result=value, text=rest)
-    data: str | None = None
-    extras_text = ""
-    if tail.startswith("("):
-        if tail.endswith(")"):
-            # GET VARIABLE puts the value last: everything up to the final ')' is data,
-            # even when the value itself holds ") key=value".
-            data = tail[1:-1]
-        else:
-            close = tail.find(")")
-            while close >= 0 and not _EXTRAS_RE.fullmatch(tail[close + 1 :]):
-                close = tail.find(")", close + 1)
-            if close >= 0:
-                data, extras_text = tail[1:close], tail[close + 1 :]
-            else:
-                data = tail[1:]
-    else:
-        extras_text = f" {tail}" if tail else ""
+        return AgiResult(code, value, None, _EMPTY_MAP, rest)
+    if not tail.startswith("("):
+        return AgiResult(code, value, None, _parse_extras(tail), rest)
+    if tail.endswith(")"):
+        # GET VARIABLE puts the value last: everything up to the final ')' is data,
+        # even when the value itself holds ") key=value".
+        return AgiResult(code, value, tail[1:-1], _EMPTY_MAP, rest)
+    close = tail.find(")")
+    while close >= 0 and not _EXTRAS_RE.fullmatch(tail[close + 1 :]):
+        close = tail.find(")", close + 1)
+    if close < 0:
+        return AgiResult(code, value, tail[1:], _EMPTY_MAP, rest)
+    return AgiResult(code, value, tail[1:close], _parse_extras(tail[close + 1 :]), rest)
+
+
+def _parse_extras(text: str) -> Mapping[str, str]:
     extras: dict[str, str] = {}
-    for token in extras_text.split():
-        key, sep, val = token.partition("=")
+    for token in text.split():
+        key, sep, value = token.partition("=")
         if sep and key:
-            extras[key] = val
-    return AgiResult(
-        code=code,
-        result=value,
-        data=data,
-        extras=MappingProxyType(extras) if extras else _EMPTY_MAP,
-        text=rest,
-    )
+            extras[key] = value
+    return MappingProxyType(extras) if extras else _EMPTY_MAP
 
 
 def _quote_word(word: str) -> str:
@@ -436,8 +461,16 @@ def format_command(*words: str) -> bytes:
         raise AgiProtocolError(f"AGI command has {len(words)} words, Asterisk takes 127")
     text = " ".join(words)
     # The usual command needs no quoting: no word is empty or holds a space, tab, quote,
-    # backslash (or CR, LF, NUL), which one look at the joined line tells.
-    if not all(words) or text.count(" ") >= len(words) or _SPECIAL_RE.search(text):
+    # backslash (or CR, LF, NUL), which a look at the joined line tells.  isprintable() is
+    # False for tab, CR, LF and NUL (and other control characters, which then go the
+    # careful way below and come out unquoted all the same).
+    if (
+        not all(words)
+        or text.count(" ") >= len(words)
+        or not text.isprintable()
+        or '"' in text
+        or "\\" in text
+    ):
         text = " ".join([_quote_word(w) for w in words])
         # Quoting adds no CR, LF or NUL and removes none: one check covers every word.
         if _UNSENDABLE_RE.search(text):

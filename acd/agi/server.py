@@ -31,10 +31,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Final, cast
+from typing import Any, Final, NoReturn, cast
 
 import structlog
 
@@ -72,6 +73,11 @@ _MAX_PENDING_EVENTS: Final = 16
 # and sets AGISTATUS=FAILURE: the one way a FastAGI server can say "not served".
 _FAILURE_LINE: Final = b"FAILURE\n"
 _CLOSE_TIMEOUT: Final = 2.0
+# Reads go into one buffer per server and are copied into the codec at once.  asyncio's
+# data_received path allocates a 256 KiB bytes object per recv and shrinks it to the data:
+# above glibc's mmap threshold that is an mmap, mremap and munmap per reply (strace of
+# bench/agi_latency.py).  Asterisk's replies are lines: 64 KiB per read is plenty.
+_READ_BUFFER_BYTES: Final = 64 * 1024
 
 
 class AgiError(Exception):
@@ -101,18 +107,31 @@ def _escape_app_arg(arg: str) -> str:
     return "".join("\\" + c if c in '\\,"()' else c for c in arg)
 
 
-class _AgiStream(asyncio.Protocol):
+class _AgiStream(asyncio.BufferedProtocol):
     """One FastAGI connection: its transport, and the codec fed straight from it.
 
     Events are parsed as bytes arrive and handed out in order by `next_event` to the one
     task reading them (the connection's `_serve`, then its handler's commands); at most
     `_MAX_PENDING_EVENTS` are parsed ahead, the rest waits in the codec and the socket.
     A terminal event (`Closed`, or the exception that ended the connection) comes last.
+    ``read_buffer`` may be shared with other connections of the loop: the transport fills it
+    and hands it back in one step (`get_buffer`, then `buffer_updated`), and its bytes are
+    copied into the codec before that returns.
     """
 
-    def __init__(self, codec: AgiConnection, on_connect: Callable[[_AgiStream], None]) -> None:
+    def __init__(
+        self,
+        codec: AgiConnection,
+        on_connect: Callable[[_AgiStream], None],
+        read_buffer: memoryview,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
         self._codec = codec
         self._on_connect = on_connect
+        self._read_buffer = read_buffer
+        # Handed in, not looked up per wait: get_running_loop() makes a getpid() syscall
+        # in Python 3.11.
+        self.loop = loop
         self.transport: asyncio.Transport | None = None
         self.hangup_seen = False
         self._events: deque[AgiEvent | BaseException] = deque()
@@ -121,18 +140,22 @@ class _AgiStream(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._ended = False  # the terminal event is queued
         self._paused = False
-        self._lost = asyncio.get_running_loop().create_future()
+        self._gone = False  # connection_lost has run
+        self._lost: asyncio.Future[None] | None = None  # made only by a close that must wait
 
-    # -- asyncio.Protocol ----------------------------------------------------------------
+    # -- asyncio.BufferedProtocol --------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         self._on_connect(self)
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
         if self._ended:
             return
-        self._codec.receive_data(data)
+        self._codec.receive_data(self._read_buffer[:nbytes])
         self._parse()
 
     def eof_received(self) -> bool:
@@ -154,7 +177,8 @@ class _AgiStream(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if not self._lost.done():
+        self._gone = True
+        if self._lost is not None and not self._lost.done():
             self._lost.set_result(None)
 
     # -- for the session -----------------------------------------------------------------
@@ -164,28 +188,33 @@ class _AgiStream(asyncio.Protocol):
 
         Raises TimeoutError when none came by `deadline` (the loop's clock).
         """
-        while not self._events:
-            if self._ended:
-                return Closed()
-            loop = asyncio.get_running_loop()
-            waiter = loop.create_future()
-            self._deadline = deadline
-            # One timer serves many waits: it is only armed anew when it would fire too late,
-            # and when it fires early it re-arms for the wait then in progress.  Commands
-            # follow each other within milliseconds, so this saves a timer per command.
-            if self._timer is None or self._timer.when() > deadline:
-                if self._timer is not None:
-                    self._timer.cancel()
-                self._timer = loop.call_at(deadline, self._on_timer)
-            self._waiter = waiter
-            try:
-                await waiter
-            finally:
-                self._waiter = None
+        while (event := self.event_nowait()) is None:
+            await self.wait(deadline)
+        return event
+
+    def event_nowait(self) -> AgiEvent | BaseException | None:
+        """The next event if one is there (`Closed` after the terminal one), else None."""
+        if not self._events:
+            return Closed() if self._ended else None
         event = self._events.popleft()
         if self._paused:
             self._parse()
         return event
+
+    def wait(self, deadline: float) -> asyncio.Future[None]:
+        """A future that is done once an event is there, or fails with TimeoutError at
+        `deadline` (the loop's clock).  Only one wait is in progress at a time."""
+        waiter = self.loop.create_future()
+        self._deadline = deadline
+        # One timer serves many waits: it is only armed anew when it would fire too late,
+        # and when it fires early it re-arms for the wait then in progress.  Commands
+        # follow each other within milliseconds, so this saves a timer per command.
+        if self._timer is None or self._timer.when() > deadline:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self.loop.call_at(deadline, self._on_timer)
+        self._waiter = waiter
+        return waiter
 
     def write(self, data: bytes) -> None:
         # No drain: one command (at most 2 KiB, see format_command) is in flight at a time,
@@ -199,9 +228,11 @@ class _AgiStream(asyncio.Protocol):
         if self.transport is None:
             return
         self.transport.close()
-        if not self.transport.get_write_buffer_size():
+        if self._gone or not self.transport.get_write_buffer_size():
             # Nothing to flush: the socket is closed on the loop's next turn, for certain.
             return
+        # connection_lost comes after the flush, so not before this await.
+        self._lost = self.loop.create_future()
         try:
             async with asyncio.timeout(_CLOSE_TIMEOUT):
                 await self._lost
@@ -211,37 +242,40 @@ class _AgiStream(asyncio.Protocol):
     # -- internals -------------------------------------------------------------------------
 
     def _parse(self) -> None:
+        codec, events = self._codec, self._events
         try:
-            while not self._ended and len(self._events) < _MAX_PENDING_EVENTS:
-                event = self._codec.next_event()
+            while not self._ended:
+                if len(events) >= _MAX_PENDING_EVENTS:
+                    if not self._paused and self.transport is not None:
+                        self._paused = True
+                        self.transport.pause_reading()
+                    break
+                event = codec.next_event()
                 if event is NEED_DATA:
                     if self._paused and self.transport is not None:
                         self._paused = False
                         self.transport.resume_reading()
                     break
-                if isinstance(event, AgiHangupNotice):
-                    self.hangup_seen = True
-                self._events.append(event)
-                self._ended = isinstance(event, Closed)
-            else:
-                if not self._ended and not self._paused and self.transport is not None:
-                    self._paused = True
-                    self.transport.pause_reading()
+                events.append(event)
+                if not isinstance(event, AgiResult):  # the one check for nearly every event
+                    if isinstance(event, AgiHangupNotice):
+                        self.hangup_seen = True
+                    self._ended = isinstance(event, Closed)
         except AgiProtocolError as exc:
             self._end(exc)
-        if self._events and self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        waiter = self._waiter
+        if events and waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _on_timer(self) -> None:
         self._timer = None
         waiter = self._waiter
         if waiter is None or waiter.done():
             return  # no wait in progress: the next one arms a timer
-        loop = asyncio.get_running_loop()
-        if loop.time() >= self._deadline:
+        if self.loop.time() >= self._deadline:
             waiter.set_exception(TimeoutError())
         else:
-            self._timer = loop.call_at(self._deadline, self._on_timer)
+            self._timer = self.loop.call_at(self._deadline, self._on_timer)
 
     def _end(self, exc: BaseException) -> None:
         self._events.append(exc)
@@ -270,7 +304,10 @@ class AgiSession:
         self.log = log
         self._stream = stream
         self._command_timeout = command_timeout
-        self._lock = asyncio.Lock()
+        # The handler's commands come one at a time, so taking the turn is a flag; commands
+        # sent concurrently (asyncio.gather) queue here in order, like with a lock.
+        self._busy = False
+        self._turns: deque[asyncio.Future[None]] = deque()
         self._hung_up = False
         self._hangup_reported = False
         self._broken = False
@@ -290,17 +327,22 @@ class AgiSession:
         """
         line = format_command(*words)
         limit = self._command_timeout if reply_timeout is None else reply_timeout
-        await self._lock.acquire()  # not `async with`: two coroutines fewer per command
+        stream = self._stream
+        if self._busy:
+            await self._wait_turn()
+        self._busy = True
         try:
             if self._broken:
                 raise AgiHangup("session already ended")
-            self._stream.write(line)
-            deadline = asyncio.get_running_loop().time() + limit
-            reply = await self._stream.next_event(deadline)
+            stream.write(line)
+            deadline = stream.loop.time() + limit
+            # stream.next_event inlined: one coroutine fewer per command.
+            while (reply := stream.event_nowait()) is None:
+                await stream.wait(deadline)
             while isinstance(reply, AgiHangupNotice):
                 # The reply to our command still follows; read it to stay in step.
                 self._hung_up = True
-                reply = await self._stream.next_event(deadline)
+                reply = await stream.next_event(deadline)
         except TimeoutError:
             self._broken = True
             raise AgiTimeout(f"no reply to {words[0]!r} within {limit} s") from None
@@ -309,23 +351,47 @@ class AgiSession:
             self._hung_up = True
             raise AgiHangup(f"connection lost: {exc}") from exc
         finally:
-            self._lock.release()
+            self._pass_turn()
         if not isinstance(reply, AgiResult):
-            if isinstance(reply, AgiUsageError):
-                raise AgiCommandError(reply.code, reply.text)
-            self._broken = self._hung_up = self._hangup_reported = True
-            if isinstance(reply, BaseException):
-                raise AgiHangup(f"connection failed: {reply}") from reply
-            raise AgiHangup("Asterisk closed the connection")
+            self._raise_for(reply)
         if reply.code == 511:
             self._hung_up = True
             raise AgiHangup(reply.text)
         if reply.code != 200:
             raise AgiCommandError(reply.code, reply.text)
-        if (self._hung_up or self._stream.hangup_seen) and not self._hangup_reported:
+        if (self._hung_up or stream.hangup_seen) and not self._hangup_reported:
             self._hangup_reported = True
             raise AgiHangup("HANGUP")
         return reply
+
+    def _raise_for(self, reply: AgiEvent | BaseException) -> NoReturn:
+        # What stands in a command's reply when it is not a result line.
+        if isinstance(reply, AgiUsageError):
+            raise AgiCommandError(reply.code, reply.text)
+        self._broken = self._hung_up = self._hangup_reported = True
+        if isinstance(reply, BaseException):
+            raise AgiHangup(f"connection failed: {reply}") from reply
+        raise AgiHangup("Asterisk closed the connection")
+
+    async def _wait_turn(self) -> None:
+        turn = self._stream.loop.create_future()
+        self._turns.append(turn)
+        try:
+            await turn
+        except BaseException:
+            if turn.done() and not turn.cancelled():
+                self._pass_turn()  # handed to us just before the cancellation: hand it on
+            elif turn in self._turns:
+                self._turns.remove(turn)
+            raise
+
+    def _pass_turn(self) -> None:
+        while self._turns:
+            turn = self._turns.popleft()
+            if not turn.done():  # a cancelled waiter is done
+                turn.set_result(None)
+                return
+        self._busy = False
 
     # -- convenience commands ----------------------------------------------------------------
 
@@ -422,6 +488,7 @@ class AgiServer:
         self._on_request_done = on_request_done
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._read_buffer = memoryview(bytearray(_READ_BUFFER_BYTES))
         self.counters: Counter[tuple[str, str]] = Counter()
 
     @property
@@ -439,7 +506,9 @@ class AgiServer:
         if self._server is not None:
             raise RuntimeError("AgiServer already started")
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._new_stream, self._host, self._port)
+        self._server = await loop.create_server(
+            functools.partial(self._new_stream, loop), self._host, self._port
+        )
         self._log.info("agi.listening", host=self._host, port=self.port)
 
     async def close(self) -> None:
@@ -461,15 +530,15 @@ class AgiServer:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    def _new_stream(self) -> _AgiStream:
+    def _new_stream(self, loop: asyncio.AbstractEventLoop) -> _AgiStream:
         codec = AgiConnection(
             max_header_bytes=self._max_header_bytes, max_headers=self._max_headers
         )
-        return _AgiStream(codec, self._on_connect)
+        return _AgiStream(codec, self._on_connect, self._read_buffer, loop)
 
     def _on_connect(self, stream: _AgiStream) -> None:
         # Only close() cancels these tasks, and it gathers them, so nothing goes unreported.
-        task = asyncio.get_running_loop().create_task(self._serve(stream))
+        task = stream.loop.create_task(self._serve(stream))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -515,7 +584,7 @@ class AgiServer:
 
     async def _read_request(self, stream: _AgiStream, log: Any) -> AgiRequest | None:
         try:
-            deadline = asyncio.get_running_loop().time() + self._header_timeout
+            deadline = stream.loop.time() + self._header_timeout
             event = await stream.next_event(deadline)
         except TimeoutError:
             log.warning("agi.header_timeout", timeout=self._header_timeout)
