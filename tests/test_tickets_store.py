@@ -472,6 +472,20 @@ async def test_writers_of_one_process_take_turns_and_leave_connections_to_reader
         await engine.dispose()
 
 
+async def test_a_queued_writer_waits_the_engines_busy_timeout(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'tickets.db'}"
+    await migrate(url)
+    engine = create_engine_for(url, busy_timeout=0.2)
+    try:
+        async with Writes(engine).begin():
+            async with asyncio.timeout(5):  # the default 30 s would fail here
+                with pytest.raises(WriterBusyError, match=r"over 0\.2 s"):
+                    async with Writes(engine).begin():
+                        pass
+    finally:
+        await engine.dispose()
+
+
 def test_deferred_transactions_fail_at_once_under_wal(tmp_path: Path) -> None:
     # The hazard BEGIN IMMEDIATE avoids: reader-turned-writer on a stale snapshot.
     path = tmp_path / "plain.db"

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any, Final
 
@@ -51,6 +52,14 @@ _WRITE_TURN: Final = "firstline_write_turn"
 _BUSY_MS: Final = "firstline_busy_timeout_ms"
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _WriteTurn:
+    """This process's writers' queue on one SQLite database, and how long each may wait."""
+
+    lock: asyncio.Lock
+    busy_timeout: float
+
+
 class WriterBusyError(SQLAlchemyError):
     """Another write transaction of this process held the database longer than the wait."""
 
@@ -70,11 +79,13 @@ class Writes:
 
     def __init__(self, engine: AsyncEngine, *, lock_wait: float | None = None) -> None:
         """`lock_wait`: seconds to wait for other writers (default: the engine's busy
-        timeout, 30 s), then `WriterBusyError` (or the database's own lock error)."""
+        timeout), then `WriterBusyError` (or the database's own lock error)."""
         bound = engine if lock_wait is None else with_lock_wait(engine, lock_wait)
         self._sessions = async_sessionmaker(bound, expire_on_commit=False)
-        self._turn: asyncio.Lock | None = getattr(engine.sync_engine.pool, _WRITE_TURN, None)
-        self._wait = lock_wait if lock_wait is not None else _DEFAULT_BUSY_TIMEOUT
+        turn: _WriteTurn | None = getattr(engine.sync_engine.pool, _WRITE_TURN, None)
+        self._turn = turn.lock if turn is not None else None
+        default_wait = turn.busy_timeout if turn is not None else _DEFAULT_BUSY_TIMEOUT
+        self._wait = lock_wait if lock_wait is not None else default_wait
 
     @contextlib.asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncSession]:
@@ -118,7 +129,7 @@ def create_engine_for(
     if engine.dialect.name == "sqlite":
         _setup_sqlite(engine.sync_engine, busy_timeout_ms=int(busy_timeout * 1000))
         # Shared by every `Writes` on this engine and the engines derived from it (same pool).
-        setattr(engine.sync_engine.pool, _WRITE_TURN, asyncio.Lock())
+        setattr(engine.sync_engine.pool, _WRITE_TURN, _WriteTurn(asyncio.Lock(), busy_timeout))
     return engine
 
 
