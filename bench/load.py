@@ -819,32 +819,40 @@ async def _run(args: argparse.Namespace, pbx: LivePbx, workdir: Path) -> dict[st
         results[mode] = await bench.run_mode(mode, extra)
     steps = [step for mode in args.modes for step in results[mode]]
     best = {mode: highest_clean_rate(results[mode], args.max_failed) for mode in args.modes}
-    return {"machine": machine(), "args": _args_json(args), "best": best, "steps": steps}
+    return {"machine": machine(), "args": args_json(args), "best": best, "steps": steps}
 
 
-def _args_json(args: argparse.Namespace) -> dict[str, Any]:
+def args_json(args: argparse.Namespace) -> dict[str, Any]:
     return {
         key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()
     }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+@contextlib.contextmanager
+def live_pbx_session(workdir: Path | None, name: str) -> Iterator[tuple[LivePbx, Path]]:
+    """The live tests' Asterisk, under their lock, and a work folder (``workdir`` or a new
+    /tmp/firstline-NAME-TIME); stopped at the end. Exits with 2 without SIPp or Asterisk."""
     if sipp_binary() is None:
         print("SIPp is not installed (Debian package sip-tester)", file=sys.stderr)
-        return 2
-    workdir = args.workdir or Path(f"/tmp/firstline-load-{time.strftime('%Y%m%d-%H%M%S')}")
-    workdir.mkdir(parents=True, exist_ok=True)
-    print(f"workdir {workdir}", flush=True)
+        raise SystemExit(2)
+    folder = workdir or Path(f"/tmp/firstline-{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"workdir {folder}", flush=True)
     with pbx_lock():
         pbx = LivePbx()
         if not pbx.installed:
             print("no Asterisk root: run 'asterisk/pbx install'", file=sys.stderr)
-            return 2
+            raise SystemExit(2)
         try:
-            report = asyncio.run(_run(args, pbx, workdir))
+            yield pbx, folder
         finally:
             pbx.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    with live_pbx_session(args.workdir, "load") as (pbx, workdir):
+        report = asyncio.run(_run(args, pbx, workdir))
     steps: list[StepResult] = report["steps"]
     print(markdown_table(steps))
     print("highest rate with < {} % failed: {}".format(args.max_failed, report["best"]))

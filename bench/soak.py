@@ -108,12 +108,13 @@ from bench.load import (
     QUEUE,
     Bench,
     EventTap,
+    args_json,
     asterisk_pid,
     caller_command,
     daemon_pid,
+    live_pbx_session,
     machine,
     parse_sipp_stats,
-    pbx_lock,
     percentile,
     proc_text,
     process_ticks,
@@ -131,7 +132,6 @@ from tests.sip.harness import (
     SoftPhone,
     parse_events,
     port_is_free,
-    sipp_binary,
 )
 
 SOAK_CONFIG = BENCH_DIR / "desk-soak.yaml"
@@ -1015,25 +1015,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if sipp_binary() is None:
-        print("SIPp is not installed (Debian package sip-tester)", file=sys.stderr)
-        return 2
-    workdir = args.workdir or Path(f"/tmp/firstline-soak-{time.strftime('%Y%m%d-%H%M%S')}")
-    workdir.mkdir(parents=True, exist_ok=True)
-    print(f"workdir {workdir}", flush=True)
-    with pbx_lock():
-        pbx = LivePbx()
-        if not pbx.installed:
-            print("no Asterisk root: run 'asterisk/pbx install'", file=sys.stderr)
-            return 2
+    with live_pbx_session(args.workdir, "soak") as (pbx, workdir):
         soak = Soak(args, pbx, workdir)
-        try:
-            report = asyncio.run(soak.run())
-        finally:
-            pbx.stop()
+        report = asyncio.run(soak.run())
     report = {
         "machine": machine(),
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "args": args_json(args),
         "samples": [asdict(sample) for sample in soak.samples],
         **report,
     }
