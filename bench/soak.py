@@ -66,8 +66,9 @@ then judges (PASS/FAIL each):
   and held places answered (daemon log) = callback legs the softphones answered.
 * abandoned, daemon = Asterisk: acd_calls_abandoned_total + acd_calls_short_abandoned_total =
   QueueStatus Abandoned (Asterisk has no short abandons).
-* abandoned, daemon = SIPp: those two plus the callers the daemon saw hang up after routing
-  but before joining the queue = callers who hung up without an agent.
+* abandoned, daemon = SIPp: those two plus the callers who hung up before the queue
+  (acd_calls_abandoned_before_queue_total: routed, not yet joined; acd_agi_requests_total
+  {script="route",result="hangup"}: in the IVR) = callers who hung up without an agent.
 * callbacks, daemon = SIPp: acd_callbacks_requested_total = callers who pressed 9 and were
   hung up on by Asterisk without an agent = ``callback.booked`` lines.
 * callback attempts, daemon = SIPp: acd_callback_attempts_total = calls the customers' phone
@@ -223,6 +224,8 @@ class DaemonFigures:
     overflowed: int
     unknown: int
     callbacks_requested: int
+    before_queue: int  # routed, hung up before joining
+    ivr_hangups: int  # hung up during the route request (IVR, lookup), before routing
     attempts: dict[str, int]  # acd_callback_attempts_total by result
     callers_waiting: int
     agents: dict[str, int]  # acd_agents by state
@@ -252,6 +255,11 @@ def daemon_figures(samples: MetricSamples, queue: str) -> DaemonFigures:
         overflowed=count("acd_calls_overflowed_total"),
         unknown=count("acd_calls_unknown_total"),
         callbacks_requested=count("acd_callbacks_requested_total"),
+        before_queue=count("acd_calls_abandoned_before_queue_total"),
+        # One queue in the soak's desk: the route requests are all its callers'.
+        ivr_hangups=round(
+            metric_total(samples, "acd_agi_requests_total", script="route", result="hangup")
+        ),
         attempts=dict(attempts),
         callers_waiting=count("acd_callers_waiting"),
         agents=dict(agents),
@@ -286,7 +294,6 @@ class LogSummary:
     open_calls: tuple[str, ...]  # taken into its state, never finished
     outcomes: dict[str, int]  # call.finished of callers, by outcome
     held_outcomes: dict[str, int]  # call.finished of the dialer's held places
-    before_queue_hangups: int  # routed callers who hung up before joining the queue
     callbacks_booked: int
     attempts_ended: dict[str, int]  # callback.attempt_ended by outcome
     anomalies: dict[str, int]  # state.anomaly by kind
@@ -298,7 +305,6 @@ def summarise_daemon_log(lines: Iterable[Mapping[str, Any]]) -> LogSummary:
     finished: set[str] = set()
     outcomes: Counter[str] = Counter()
     held: Counter[str] = Counter()
-    before_queue = 0
     booked = 0
     attempts: Counter[str] = Counter()
     anomalies: Counter[str] = Counter()
@@ -327,14 +333,10 @@ def summarise_daemon_log(lines: Iterable[Mapping[str, Any]]) -> LogSummary:
                 held[outcome] += 1
                 continue
             outcomes[outcome] += 1
-            # An abandon without a wait never reached the queue (wait counts from the join).
-            if outcome == "abandoned" and line.get("wait") is None:
-                before_queue += 1
     return LogSummary(
         open_calls=tuple(uid for uid in entered if uid not in finished),
         outcomes=dict(outcomes),
         held_outcomes=dict(held),
-        before_queue_hangups=before_queue,
         callbacks_booked=booked,
         attempts_ended=dict(attempts),
         anomalies=dict(anomalies),
@@ -575,8 +577,9 @@ def judge(
     verdicts.append(
         Verdict(
             "abandoned: daemon = SIPp",
-            abandoned + log.before_queue_hangups == sip.abandoned,
-            f"abandoned + short {abandoned} + hung up before the queue {log.before_queue_hangups} "
+            abandoned + daemon.before_queue + daemon.ivr_hangups == sip.abandoned,
+            f"abandoned + short {abandoned} + hung up before the queue {daemon.before_queue} "
+            f"+ in the IVR {daemon.ivr_hangups} "
             f"vs callers who hung up without an agent {sip.abandoned}",
         )
     )

@@ -27,6 +27,11 @@ a label value that did not come from configuration or a fixed enum.
 #   ticket: that visit counts as a timeout, the booking here as well). So this counter
 #   counts bookings and can exceed the visits that ended in a callback request; those are
 #   `acd_wait_seconds_count{outcome="callback_requested"}`.
+# - acd_calls_abandoned_before_queue_total{queue}: routed calls whose caller hung up before
+#   joining `queue` (during the welcome or the callback offer, or on the way from one queue
+#   to the next). No visit, so not offered. Callers who hang up in the IVR, before the route,
+#   are acd_agi_requests_total{script="route",result="hangup"}: the two together are the
+#   callers the desk lost before they waited.
 # - acd_calls_unknown_total{queue}: visits that vanished while the AMI link was down (found
 #   missing at resync). They are not offered: nobody knows whether they were answered.
 # - acd_wait_seconds{queue,outcome}: the wait of each offered visit (for answered: join to
@@ -163,6 +168,10 @@ class DeskMetrics:
         self._callbacks_requested = counter(
             "acd_callbacks_requested_total",
             "Callback tickets booked for callers of the queue.",
+        )
+        self._before_queue = counter(
+            "acd_calls_abandoned_before_queue_total",
+            "Routed calls whose caller hung up before joining the queue (no visit).",
         )
         self._unknown = counter(
             "acd_calls_unknown_total",
@@ -315,7 +324,10 @@ class DeskMetrics:
         if record.outcome is Outcome.CALLBACK_REQUESTED:
             self._callbacks_requested.labels(queue=queue).inc()
         if record.joined_at is None and record.outcome is not Outcome.ANSWERED:
-            return  # never waited in a queue: no visit to count
+            # Never waited in a queue: no visit to count.
+            if record.outcome is Outcome.ABANDONED:
+                self._before_queue.labels(queue=queue).inc()
+            return
         if record.outcome is Outcome.UNKNOWN:
             self._unknown.labels(queue=queue).inc()
             return
@@ -334,6 +346,7 @@ class DeskMetrics:
             for metric in (
                 self._offered,
                 self._callbacks_requested,
+                self._before_queue,
                 self._unknown,
                 *self._by_outcome.values(),
             ):

@@ -79,6 +79,12 @@ acd_calls_abandoned_total{queue="first-level"} 2.0
 acd_calls_short_abandoned_total{queue="first-level"} 88.0
 # TYPE acd_callbacks_requested_total counter
 acd_callbacks_requested_total{queue="first-level"} 90.0
+# TYPE acd_calls_abandoned_before_queue_total counter
+acd_calls_abandoned_before_queue_total{queue="first-level"} 1.0
+# TYPE acd_agi_requests_total counter
+acd_agi_requests_total{script="route",result="hangup"} 4.0
+acd_agi_requests_total{script="route",result="ok"} 990.0
+acd_agi_requests_total{script="rate",result="hangup"} 7.0
 # TYPE acd_callback_attempts_total counter
 acd_callback_attempts_total{queue="first-level",result="answered"} 89.0
 acd_callback_attempts_total{queue="first-level",result="no_answer"} 1.0
@@ -108,6 +114,7 @@ def test_daemon_figures_of_one_queue() -> None:
     figures = daemon_figures(parse_metrics(METRICS), "first-level")
     assert (figures.answered, figures.abandoned, figures.short_abandoned) == (812, 2, 88)
     assert figures.callbacks_requested == 90
+    assert (figures.before_queue, figures.ivr_hangups) == (1, 4)
     assert figures.attempts == {"answered": 89, "no_answer": 1, "busy": 0}
     assert figures.agents_busy == 2  # ringing and on a call; available agents are not busy
     assert (figures.callers_waiting, figures.callbacks_pending, figures.timed_out) == (0, 0, 0)
@@ -175,7 +182,6 @@ def test_daemon_log_summary_finds_calls_taken_in_and_never_finished() -> None:
         "callback_requested": 1,
     }
     assert summary.held_outcomes == {"answered": 1}
-    assert summary.before_queue_hangups == 1
     assert summary.callbacks_booked == 1
     assert summary.attempts_ended == {"answered": 1}
     assert summary.anomalies == {"unknown_call": 1}
@@ -276,6 +282,8 @@ CLEAN_DAEMON = DaemonFigures(
     overflowed=0,
     unknown=0,
     callbacks_requested=90,
+    before_queue=1,
+    ivr_hangups=0,
     attempts={"answered": 90, "no_answer": 0},
     callers_waiting=0,
     agents={"available": 80, "on_call": 0},
@@ -285,7 +293,6 @@ CLEAN_LOG = LogSummary(
     open_calls=(),
     outcomes={"answered": 800, "abandoned": 3, "short_abandon": 88, "callback_requested": 90},
     held_outcomes={"answered": 90},
-    before_queue_hangups=1,
     callbacks_booked=90,
     attempts_ended={"answered": 90},
     anomalies={},
@@ -350,6 +357,8 @@ def test_figures_that_disagree_fail_their_comparison() -> None:
     assert _failed(sip=sip) == ["answered: daemon = SIPp", "every call accounted for"]
     sip = dataclasses.replace(CLEAN_SIP, abandoned=92, callers=982)
     assert _failed(sip=sip) == ["abandoned: daemon = SIPp"]
+    # a caller who hung up in the IVR is one of them
+    assert _failed(sip=sip, daemon=dataclasses.replace(CLEAN_DAEMON, ivr_hangups=1)) == []
     log = dataclasses.replace(CLEAN_LOG, callbacks_booked=89)
     assert _failed(log=log) == ["callbacks requested: daemon = SIPp"]
     sip = dataclasses.replace(CLEAN_SIP, customer_answered=89)

@@ -45,6 +45,7 @@ QUEUE_COUNTERS = (
     "acd_calls_offered_total",
     *OUTCOME_COUNTERS.values(),
     "acd_callbacks_requested_total",
+    "acd_calls_abandoned_before_queue_total",
     "acd_calls_unknown_total",
 )
 OFFERED_OUTCOMES = ("answered", "abandoned", "short_abandon", "timeout", "overflowed")
@@ -344,6 +345,8 @@ def test_what_is_not_a_queue_visit_is_not_offered() -> None:
     assert _get(s, "acd_calls_offered_total", queue=Q) == 1
     assert _get(s, "acd_calls_timeout_total", queue=Q) == 1
     assert _get(s, "acd_calls_abandoned_total", queue=Q) == 0
+    # the caller who hung up before joining is counted apart, and only that one
+    assert _get(s, "acd_calls_abandoned_before_queue_total", queue=Q) == 1
     assert _get(s, "acd_callbacks_requested_total", queue=Q) == 1
     assert _get(s, "acd_wait_seconds_count", queue=Q, outcome="callback_requested") == 0
     assert _get(s, "acd_calls_unknown_total", queue=Q) == 1
