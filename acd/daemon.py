@@ -71,6 +71,8 @@ from acd.tickets import (
     Alert,
     AlertStore,
     CallbackStore,
+    CallChange,
+    CallJournal,
     CallStore,
     PendingSummary,
     Ticket,
@@ -81,6 +83,8 @@ from acd.tickets import (
     deadline_from_config,
     migrate,
 )
+from acd.tickets.calls import arrival, finish, recording
+from acd.tickets.calls import rating as call_rating
 from callback.dialer import TALK_LEASE, CallbackDialer
 from callback.escape import Booking, run_escape
 from ivr.flow import FlowError, FlowResult, caller_facts
@@ -137,6 +141,8 @@ _DESK_REFRESH_DELAY = 0.1
 # The IVR menu's priority hint enters routing as a pseudo-ticket of that priority.
 _MENU_HINT = "ivr-menu"
 _PENDING_PERIOD = 5.0
+# At stop, call records still waiting get this long to be written.
+_RECORDS_DRAIN_SECONDS = 5.0
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9.-]")
 
 
@@ -164,7 +170,7 @@ class Daemon:
         )
         self._store: TicketStore | None = None
         self._callbacks: CallbackStore | None = None
-        self._calls: CallStore | None = None
+        self._calls: CallJournal | None = None
         self._dialer: CallbackDialer | None = None
         self._alerts: AlertStore | None = None
         self._asterisk_conf_dir = asterisk_conf_dir
@@ -312,6 +318,8 @@ class Daemon:
         await self._exporter.close()
         if self._wallboard is not None:
             await self._wallboard.close()
+        if self._calls is not None and not await self._calls.drain(_RECORDS_DRAIN_SECONDS):
+            self._log.warning("call.records_unwritten", pending=self._calls.pending)
         if self._store is not None:
             await self._store.aclose()
 
@@ -343,7 +351,8 @@ class Daemon:
         self._callbacks = CallbackStore(
             store.engine, booking_lock_wait=self._config.daemon.route_timeout
         )
-        self._calls = CallStore(store.engine)
+        self._calls = CallJournal(CallStore(store.engine), on_lost=self._record_lost)
+        self._background.add(asyncio.create_task(self._calls.run(), name="call-records"))
         if self._config.callback.dial is None:
             self._log.warning(
                 "callback.dialing_disabled",
@@ -677,7 +686,7 @@ class Daemon:
             if isinstance(change, CallFinished):
                 record = change.record
                 if not record.held_place:
-                    self._spawn(self._record_finish(record))
+                    self._record_finish(record)
                 finished = {
                     "uniqueid": record.uniqueid,
                     "queue": record.queue,
@@ -767,16 +776,13 @@ class Daemon:
                 ticket_facts += (
                     TicketFacts(number=_MENU_HINT, priority=flow.priority, owner=None),
                 )
-        # Off the caller's path: a write waits for the store's other writers.
-        self._spawn(
-            self._record_arrival(
-                uniqueid=uniqueid,
-                caller=caller,
-                customer_id=customer_id,
-                language=language,
-                skills=dict(required),
-                flow=flow,
-            )
+        self._record_arrival(
+            uniqueid=uniqueid,
+            caller=caller,
+            customer_id=customer_id,
+            language=language,
+            skills=dict(required),
+            flow=flow,
         )
         if flow is not None and flow.fell_back:
             # No usable answer: the dialplan's fallback queue, never a hang-up.
@@ -857,7 +863,7 @@ class Daemon:
             )
         )
 
-    async def _record_finish(self, record: FinishedCall) -> None:
+    def _record_finish(self, record: FinishedCall) -> None:
         if self._calls is None:
             return
 
@@ -868,7 +874,7 @@ class Daemon:
         if record.outcome is Outcome.ANSWERED and record.joined_at is not None:
             answered = instant(record.joined_at + (record.wait or 0.0))
         try:
-            await self._calls.finished(
+            change = finish(
                 record.uniqueid,
                 now=instant(record.ended_at) or self._clock(),
                 queue=record.queue,
@@ -877,8 +883,18 @@ class Daemon:
                 answered_at=answered,
                 agent=record.agent_id,
             )
-        except (SQLAlchemyError, TicketStoreError) as error:
+        except TicketStoreError as error:
             self._log.warning("call.record_failed", uniqueid=record.uniqueid, error=repr(error))
+            return
+        self._calls.add(change)
+
+    def _record_lost(self, change: CallChange, error: BaseException) -> None:
+        self._log.warning(
+            "call.record_failed",
+            uniqueid=change.uniqueid,
+            change=change.kind.value,
+            error=repr(error),
+        )
 
     async def _run_ivr(
         self, session: AgiSession, caller: str, tickets: tuple[Ticket, ...], uniqueid: str
@@ -918,7 +934,7 @@ class Daemon:
         )
         return flow
 
-    async def _record_arrival(
+    def _record_arrival(
         self,
         *,
         uniqueid: str,
@@ -928,15 +944,12 @@ class Daemon:
         skills: dict[str, int],
         flow: FlowResult | None,
     ) -> None:
-        """The call's record in the store; a slow or broken store costs the record only.
-
-        Off the caller's path, so it waits its turn among the store's writers (bounded by
-        the store's busy timeout) rather than being cut off mid-transaction under load.
-        """
+        """The call's record, written behind the call: a slow or broken store costs the
+        record only."""
         if self._calls is None or not uniqueid:
             return
         try:
-            await self._calls.arrived(
+            change = arrival(
                 uniqueid,
                 now=self._clock(),
                 caller_number=normalise_number(caller, self._config.hotline.region),
@@ -947,8 +960,10 @@ class Daemon:
                 customer_id=customer_id,
                 recording_path=flow.recording if flow else None,
             )
-        except (SQLAlchemyError, TicketStoreError) as error:
+        except TicketStoreError as error:
             self._log.warning("call.record_failed", uniqueid=uniqueid, error=repr(error))
+            return
+        self._calls.add(change)
 
     async def _hand_to_queue(
         self,
@@ -993,7 +1008,7 @@ class Daemon:
         now = self._clock()
         try:
             if self._calls is not None and uniqueid:
-                await self._calls.link_recording(uniqueid, path, now=now)
+                self._calls.add(recording(uniqueid, path, now=now))
             if self._store is not None and ticket:
                 await self._store.link_recording(ticket, path, actor="recorder", now=now)
         except (SQLAlchemyError, TicketStoreError) as error:
@@ -1011,7 +1026,7 @@ class Daemon:
         now = self._clock()
         try:
             if self._calls is not None and uniqueid:
-                await self._calls.rate(uniqueid, rating)
+                self._calls.add(call_rating(uniqueid, rating))
             if self._store is not None and ticket:
                 await self._store.rate(
                     ticket, rating, actor="caller", now=now, low=self._config.hotline.low_rating
@@ -1074,8 +1089,7 @@ class Daemon:
             return None, (), None
         try:
             async with asyncio.timeout(self._config.daemon.route_timeout / 2):
-                record = await self._store.customer_by_number(number)
-                tickets = list(await self._store.open_tickets_for_number(number))
+                record, tickets = await self._store.caller(number)
                 alert = (
                     await self._alerts.active_alert_ticket(record.id)
                     if self._alerts is not None and record is not None

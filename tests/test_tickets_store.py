@@ -328,6 +328,17 @@ async def test_open_tickets_for_a_number(store: TicketStore) -> None:
     assert await store.open_tickets_for_number("+4930555") == []
     with pytest.raises(InvalidValue):
         await store.open_tickets_for_number("0301111")
+    # The caller's lookup on every call reads the same in one step.
+    for number in ("+4930111", "+4930112", "+4930555", "+4930999"):
+        assert await store.caller(number) == (
+            await store.customer_by_number(number),
+            await store.open_tickets_for_number(number),
+        )
+    customer, _ = await store.caller("+4930112")
+    assert customer is not None
+    assert customer.phones == ("+4930111", "+4930112")
+    with pytest.raises(InvalidValue):
+        await store.caller("anonymous")
 
 
 # --- customers -------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from acd.tickets.callbacks import (
     LeaseLost,
     PendingSummary,
 )
-from acd.tickets.calls import CallRecord, CallStore
+from acd.tickets.calls import CallChange, CallJournal, CallRecord, CallStore
 from acd.tickets.deadline import Coverage, deadline_from_config, resolve_deadline
 from acd.tickets.engine import create_engine_for
 from acd.tickets.migrate import alembic_config, migrate
@@ -59,6 +59,8 @@ __all__ = [
     "AlertRecord",
     "AlertStore",
     "AlertTicket",
+    "CallChange",
+    "CallJournal",
     "CallRecord",
     "CallStore",
     "Callback",

@@ -5,24 +5,55 @@ answers, category, customer) and completes it when the live state says the queue
 ended (`finished`: queue, times, agent, outcome). Both are upserts keyed by the caller
 channel's Uniqueid, so a call routed again (a transfer) or finished after a daemon restart
 still has one record. Reports read these rows. This module never reads the clock.
+
+Each change is a `CallChange` (made by `arrival`, `finish`, `recording` and `rating`, which
+check the values), and `CallStore.write` applies a list of them in one transaction, in
+order. The daemon does not wait for its records: it hands them to a `CallJournal`, which
+writes whatever has accumulated as one batch while the calls go on. Per call that was two
+write transactions of four statements each; on SQLite through aiosqlite every statement is
+several hops to the driver's thread, ~5 ms of CPU per record on the benchmark machine, the
+larger part of the daemon's cost per call (docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-from collections.abc import Mapping
+import enum
+import itertools
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, Final, cast
 
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy import ColumnElement, Table, bindparam, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from acd.tickets.engine import Writes, reader
-from acd.tickets.schema import CallRow, CustomerRow
-from acd.tickets.store import InvalidValue, check_rating, is_e164
+from acd.tickets.schema import AGENT_ID_MAX, CallRow, CustomerRow
+from acd.tickets.store import InvalidValue, TicketStoreError, check_rating, is_e164
 
-__all__ = ["CallRecord", "CallStore"]
+__all__ = [
+    "CallChange",
+    "CallJournal",
+    "CallRecord",
+    "CallStore",
+    "arrival",
+    "finish",
+    "rating",
+    "recording",
+]
 
 _UNIQUEID_MAX = 64
 _ANSWER_MAX = 64  # a typed customer or contract number, never free text
+# The columns' sizes (CallRow): PostgreSQL refuses longer values, SQLite would keep them.
+_OUTCOME_MAX: Final = 32
+_LANGUAGE_MAX: Final = 2
+_CATEGORY_MAX: Final = 64
+# Core, not the ORM: a batch is one executemany per run of changes, no identity map.
+_CALLS: Final = cast(Table, CallRow.__table__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,104 +79,275 @@ class CallRecord:
     rating: int | None
 
 
+class ChangeKind(enum.Enum):
+    ARRIVAL = "arrival"
+    FINISH = "finish"
+    RECORDING = "recording"
+    RATING = "rating"
+
+
+@dataclass(frozen=True, slots=True)
+class CallChange:
+    """One checked change of one call's record; `CallStore.write` applies it."""
+
+    kind: ChangeKind
+    uniqueid: str
+    # Column values: for an arrival, finish or recording the row to insert, whose columns
+    # other than arrived_at also update an existing row; for a rating, the new rating.
+    values: Mapping[str, Any]
+
+
+def arrival(
+    uniqueid: str,
+    *,
+    now: dt.datetime,
+    caller_number: str | None,
+    language: str | None = None,
+    priority: int | None = None,
+    skills: Mapping[str, int] | None = None,
+    answers: Mapping[str, str] | None = None,
+    category: str | None = None,
+    customer_id: str | None = None,
+    recording_path: str | None = None,
+) -> CallChange:
+    """What is known when the call is routed (a call routed again updates its record)."""
+    _check_uniqueid(uniqueid)
+    if caller_number is not None and not is_e164(caller_number):
+        raise InvalidValue(f"'{caller_number}' is not an E.164 number")
+    for key, value in (answers or {}).items():
+        if len(key) > _ANSWER_MAX or len(value) > _ANSWER_MAX:
+            raise InvalidValue(f"answer '{key[:_ANSWER_MAX]}' is too long")
+    if language is not None and len(language) > _LANGUAGE_MAX:
+        raise InvalidValue(f"language '{language[:20]}' is not a two-letter code")
+    if category is not None and len(category) > _CATEGORY_MAX:
+        raise InvalidValue(f"category '{category[:_CATEGORY_MAX]}...' is too long")
+    return CallChange(
+        ChangeKind.ARRIVAL,
+        uniqueid,
+        {
+            "arrived_at": now,
+            "caller_number": caller_number,
+            "language": language,
+            "priority": priority,
+            "skills": dict(skills) if skills else None,
+            "answers": dict(answers) if answers else None,
+            "category": category,
+            "customer_id": customer_id,
+            "recording_path": recording_path,
+        },
+    )
+
+
+def finish(
+    uniqueid: str,
+    *,
+    now: dt.datetime,
+    queue: str | None,
+    outcome: str,
+    joined_at: dt.datetime | None,
+    answered_at: dt.datetime | None,
+    agent: str | None,
+    recording_path: str | None = None,
+) -> CallChange:
+    """How the call's (last) queue visit ended. A call this daemon never routed (the
+    dialplan's fallback, or routed before a restart) gets its record here."""
+    _check_uniqueid(uniqueid)
+    for name, value in (("queue", queue), ("agent", agent)):
+        if value is not None and len(value) > AGENT_ID_MAX:
+            raise InvalidValue(f"{name} '{value[:AGENT_ID_MAX]}...' is too long")
+    if len(outcome) > _OUTCOME_MAX:
+        raise InvalidValue(f"outcome '{outcome[:_OUTCOME_MAX]}...' is too long")
+    return CallChange(
+        ChangeKind.FINISH,
+        uniqueid,
+        {
+            "arrived_at": joined_at or now,
+            "queue": queue,
+            "outcome": outcome,
+            "queue_joined_at": joined_at,
+            "answered_at": answered_at,
+            "left_at": now,
+            "agent": agent,
+            "recording_path": recording_path,
+        },
+    )
+
+
+def recording(uniqueid: str, path: str, *, now: dt.datetime) -> CallChange:
+    """The recorded conversation of this call."""
+    _check_uniqueid(uniqueid)
+    return CallChange(ChangeKind.RECORDING, uniqueid, {"arrived_at": now, "recording_path": path})
+
+
+def rating(uniqueid: str, stars: int) -> CallChange:
+    """The caller's rating (1 to 5) of the help they got; a call without a record keeps none."""
+    _check_uniqueid(uniqueid)
+    check_rating(stars)
+    return CallChange(ChangeKind.RATING, uniqueid, {"rating": stars})
+
+
 class CallStore:
     """Call records on the ticket store's database (SQLite or PostgreSQL)."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._write = Writes(engine)
         self._read = async_sessionmaker(reader(engine), expire_on_commit=False)
+        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
 
-    async def arrived(
-        self,
-        uniqueid: str,
-        *,
-        now: dt.datetime,
-        caller_number: str | None,
-        language: str | None = None,
-        priority: int | None = None,
-        skills: Mapping[str, int] | None = None,
-        answers: Mapping[str, str] | None = None,
-        category: str | None = None,
-        customer_id: str | None = None,
-        recording_path: str | None = None,
-    ) -> None:
-        """Record (or update, when routed again) what is known when the call is routed."""
-        _check_uniqueid(uniqueid)
-        if caller_number is not None and not is_e164(caller_number):
-            raise InvalidValue(f"'{caller_number}' is not an E.164 number")
-        for key, value in (answers or {}).items():
-            if len(key) > _ANSWER_MAX or len(value) > _ANSWER_MAX:
-                raise InvalidValue(f"answer '{key[:_ANSWER_MAX]}' is too long")
+    async def write(self, changes: Sequence[CallChange]) -> None:
+        """Apply `changes` in one transaction, in order (all or none)."""
+        if not changes:
+            return
         async with self._write.begin() as session:
-            row = await session.get(CallRow, uniqueid)
-            if row is None:
-                row = CallRow(uniqueid=uniqueid, arrived_at=now)
-                session.add(row)
-            if customer_id is not None and await session.get(CustomerRow, customer_id) is None:
-                customer_id = None  # deleted since the lookup: keep the call, drop the link
-            row.caller_number = caller_number
-            row.language = language
-            row.priority = priority
-            row.skills = dict(skills) if skills else None
-            row.answers = dict(answers) if answers else None
-            row.category = category
-            row.customer_id = customer_id
-            if recording_path is not None:
-                row.recording_path = recording_path
+            for kind, run in itertools.groupby(changes, key=lambda change: change.kind):
+                await self._apply(session, kind, list(run))
 
-    async def finished(
-        self,
-        uniqueid: str,
-        *,
-        now: dt.datetime,
-        queue: str | None,
-        outcome: str,
-        joined_at: dt.datetime | None,
-        answered_at: dt.datetime | None,
-        agent: str | None,
-        recording_path: str | None = None,
-    ) -> None:
-        """Complete the record with how its (last) queue visit ended."""
-        _check_uniqueid(uniqueid)
-        async with self._write.begin() as session:
-            row = await session.get(CallRow, uniqueid)
-            if row is None:
-                # Routed by the dialplan's fallback or before a restart: still one record.
-                row = CallRow(uniqueid=uniqueid, arrived_at=joined_at or now)
-                session.add(row)
-            row.queue = queue
-            row.outcome = outcome
-            row.queue_joined_at = joined_at
-            row.answered_at = answered_at
-            row.left_at = now
-            row.agent = agent
-            if recording_path is not None:
-                row.recording_path = recording_path
+    async def arrived(self, uniqueid: str, **fields: Any) -> None:
+        """Write an `arrival` now (see there for the fields)."""
+        await self.write([arrival(uniqueid, **fields)])
+
+    async def finished(self, uniqueid: str, **fields: Any) -> None:
+        """Write a `finish` now (see there for the fields)."""
+        await self.write([finish(uniqueid, **fields)])
 
     async def link_recording(self, uniqueid: str, path: str, *, now: dt.datetime) -> None:
-        """The recorded conversation of this call."""
-        _check_uniqueid(uniqueid)
-        async with self._write.begin() as session:
-            row = await session.get(CallRow, uniqueid)
-            if row is None:
-                row = CallRow(uniqueid=uniqueid, arrived_at=now)
-                session.add(row)
-            row.recording_path = path
+        await self.write([recording(uniqueid, path, now=now)])
 
-    async def rate(self, uniqueid: str, rating: int) -> None:
-        """The caller's rating (1 to 5) of the help they got on this call."""
-        _check_uniqueid(uniqueid)
-        check_rating(rating)
-        async with self._write.begin() as session:
-            row = await session.get(CallRow, uniqueid)
-            if row is not None:
-                row.rating = rating
+    async def rate(self, uniqueid: str, stars: int) -> None:
+        await self.write([rating(uniqueid, stars)])
 
     async def get(self, uniqueid: str) -> CallRecord | None:
         """The record of this call, if any."""
         async with self._read() as session:
             row = await session.get(CallRow, uniqueid)
             return None if row is None else _record(row)
+
+    async def _apply(
+        self, session: AsyncSession, kind: ChangeKind, changes: list[CallChange]
+    ) -> None:
+        # One statement for a run of changes of one kind (executemany); upserts, so that
+        # an arrival and its finish in the same run, or a call routed twice, make one row.
+        if kind is ChangeKind.RATING:
+            await session.execute(
+                update(_CALLS).where(_CALLS.c.uniqueid == bindparam("key")),
+                [{"key": c.uniqueid, "rating": c.values["rating"]} for c in changes],
+            )
+            return
+        rows = [{"uniqueid": c.uniqueid, **c.values} for c in changes]
+        if kind is ChangeKind.ARRIVAL:
+            await self._unlink_missing_customers(session, rows)
+        insert = self._insert(_CALLS)
+        updated: dict[str, ColumnElement[Any]] = {
+            name: insert.excluded[name]
+            for name in rows[0]
+            if name not in ("uniqueid", "arrived_at", "recording_path")
+        }
+        # A recording, once linked, stays: a later change without one keeps it.
+        updated["recording_path"] = func.coalesce(
+            insert.excluded.recording_path, _CALLS.c.recording_path
+        )
+        await session.execute(
+            insert.on_conflict_do_update(index_elements=[_CALLS.c.uniqueid], set_=updated), rows
+        )
+
+    @staticmethod
+    async def _unlink_missing_customers(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+        # A customer deleted since the caller's lookup: keep the call, drop the link (the
+        # foreign key would refuse the row, and the whole batch with it).
+        wanted = {row["customer_id"] for row in rows if row["customer_id"] is not None}
+        if not wanted:
+            return
+        found = set(await session.scalars(select(CustomerRow.id).where(CustomerRow.id.in_(wanted))))
+        for row in rows:
+            if row["customer_id"] not in found:
+                row["customer_id"] = None
+
+
+LostRecord = Callable[[CallChange, BaseException], None]
+
+
+class CallJournal:
+    """Writes call records behind the calls: `add` never waits, `run` writes in batches.
+
+    A change waits up to `linger` seconds for others to join it, and whatever accumulates
+    while one batch is written goes as the next (at most `batch_size` changes): one
+    transaction carries many calls' records (a single record's transaction costs as much
+    as forty records' in one batch). Changes keep their order. A batch the database
+    refuses is tried change by change, so one bad change costs only itself; a change that
+    cannot be written (or that finds `limit` changes already waiting) is handed to
+    `on_lost` and dropped: records never hold up a call, and a lost database cannot make
+    the daemon grow without bound.
+    """
+
+    def __init__(
+        self,
+        calls: CallStore,
+        *,
+        on_lost: LostRecord,
+        linger: float = 0.25,
+        batch_size: int = 500,
+        limit: int = 20_000,
+    ) -> None:
+        self._calls = calls
+        self._linger = linger
+        self._on_lost = on_lost
+        self._batch_size = batch_size
+        self._limit = limit
+        self._pending: deque[CallChange] = deque()
+        self._more = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def pending(self) -> int:
+        """Changes not yet written (the batch being written included)."""
+        return len(self._pending)
+
+    def add(self, change: CallChange) -> None:
+        if len(self._pending) >= self._limit:
+            self._on_lost(change, OverflowError(f"{self._limit} call records waiting"))
+            return
+        self._pending.append(change)
+        self._idle.clear()
+        self._more.set()
+
+    async def run(self) -> None:
+        """Write the changes as they come, until cancelled."""
+        while True:
+            await self._more.wait()
+            await asyncio.sleep(self._linger)
+            self._more.clear()
+            while self._pending:
+                batch = list(itertools.islice(self._pending, self._batch_size))
+                await self._write(batch)
+                for _ in batch:
+                    self._pending.popleft()
+            self._idle.set()
+
+    async def drain(self, seconds: float) -> bool:
+        """Wait up to `seconds` for every change added so far to be written (or
+        lost); False if some still wait. `run` must be running."""
+        try:
+            async with asyncio.timeout(seconds):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def _write(self, batch: list[CallChange]) -> None:
+        try:
+            await self._calls.write(batch)
+        except (SQLAlchemyError, TicketStoreError) as error:
+            if len(batch) == 1:
+                self._on_lost(batch[0], error)
+                return
+        else:
+            return
+        for change in batch:
+            try:
+                await self._calls.write([change])
+            except (SQLAlchemyError, TicketStoreError) as error:
+                self._on_lost(change, error)
 
 
 def _check_uniqueid(uniqueid: str) -> None:

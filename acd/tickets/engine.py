@@ -22,10 +22,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator
-from typing import Any, Final
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Final, TypeVar
 
-from sqlalchemy import event
+from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
@@ -38,6 +38,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 __all__ = [
     "READ_ONLY_OPTION",
+    "OneHopReads",
     "WriterBusyError",
     "Writes",
     "create_engine_for",
@@ -50,6 +51,7 @@ LOCK_WAIT_OPTION: Final = "firstline_lock_wait_ms"
 # The pool attribute holding this process's writers' turn on a SQLite database (see `Writes`).
 _WRITE_TURN: Final = "firstline_write_turn"
 _BUSY_MS: Final = "firstline_busy_timeout_ms"
+_T = TypeVar("_T")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -109,6 +111,43 @@ class Writes:
 
 
 _DEFAULT_BUSY_TIMEOUT: Final = 30.0
+
+
+class OneHopReads:
+    """Read-only work written as a plain function of a `Connection`, run in one step.
+
+    Through aiosqlite every statement is several round trips to the driver's thread (open a
+    cursor, execute, fetch, close; BEGIN and ROLLBACK too), ~1.4 ms of CPU per statement on
+    the benchmark machine. On SQLite the whole function runs instead on a synchronous
+    connection of its own to the same file, in a worker thread: one hop (the caller's
+    lookup: 5.7 -> 1.1 ms). On PostgreSQL asyncpg has no such cost and the function runs
+    on the async engine (`run_sync`). Either way it sees one snapshot (a read transaction).
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = reader(engine)
+        self._sync: Engine | None = None
+        if engine.dialect.name == "sqlite":
+            sync_url = engine.url.set(drivername="sqlite")
+            # The connections move between the pool's worker threads, one at a time.
+            self._sync = create_engine(sync_url, connect_args={"check_same_thread": False})
+            _setup_sqlite(self._sync, busy_timeout_ms=int(_DEFAULT_BUSY_TIMEOUT * 1000))
+            self._sync = self._sync.execution_options(**{READ_ONLY_OPTION: True})
+
+    async def run(self, work: Callable[[Connection], _T]) -> _T:
+        if self._sync is None:
+            async with self._engine.connect() as connection:
+                return await connection.run_sync(work)
+        return await asyncio.to_thread(self._run_sync, work)
+
+    def dispose(self) -> None:
+        if self._sync is not None:
+            self._sync.dispose()
+
+    def _run_sync(self, work: Callable[[Connection], _T]) -> _T:
+        assert self._sync is not None
+        with self._sync.connect() as connection:
+            return work(connection)
 
 
 def create_engine_for(

@@ -25,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from acd.ami import AmiClient, Event
 from acd.config import load_config
+from acd.tickets import CallRecord, CallStore, create_engine_for
 from ivr.prompts import install_for_config
 from pbx_config import render, write_rendered
 from tests.conftest import LivePbx
@@ -341,3 +342,25 @@ def metric(name: str, **labels: str) -> float:
             if sample.name == name and sample.labels == labels:
                 return float(sample.value)
     raise AssertionError(f"{name}{labels or ''} not exported")
+
+
+async def call_record(
+    store_url: str,
+    uid: str,
+    ready: Callable[[CallRecord], bool] = lambda record: True,
+    within: float = 10.0,
+) -> CallRecord | None:
+    """The call's record once `ready` holds (the daemon writes records behind the calls,
+    in batches); the last one read, or None, when it does not within `within` seconds."""
+    engine = create_engine_for(store_url)
+    record = None
+    try:
+        calls = CallStore(engine)
+        deadline = time.monotonic() + within
+        while True:
+            record = await calls.get(uid)
+            if (record is not None and ready(record)) or time.monotonic() > deadline:
+                return record
+            await asyncio.sleep(0.1)
+    finally:
+        await engine.dispose()

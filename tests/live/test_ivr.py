@@ -16,11 +16,12 @@ from typing import Any
 import pytest
 
 from acd.ami import AmiClient
-from acd.tickets import CallStore, TicketStatus, TicketStore, create_engine_for
+from acd.tickets import TicketStatus, TicketStore
 from tests.conftest import LivePbx
 from tests.live.harness import (
     LIVE_CONFIG,
     DaemonProcess,
+    call_record,
     collect,
     dial_feature_code,
     logout_everyone,
@@ -96,11 +97,7 @@ async def test_each_menu_path_sets_skills_category_and_language(
     assert routed["queue"] == queue
     joined = await joining
     assert joined[-1].get("Queue") == queue
-    engine = create_engine_for(daemon.store_url)
-    try:
-        record = await CallStore(engine).get(uid)
-    finally:
-        await engine.dispose()
+    record = await call_record(daemon.store_url, uid)
     assert record is not None
     assert (record.language, record.category, dict(record.skills)) == (language, category, skills)
     await ami.action("Hangup", {"Channel": "/^Local/100@firstline-hotline-/"}, timeout=5)
@@ -135,11 +132,7 @@ async def test_a_caller_hanging_up_mid_menu_leaves_nothing_behind(
         for line in daemon.lines()
         if line.get("uniqueid") == uid and line.get("event") in ("call.ivr", "call.routed")
     ]
-    engine = create_engine_for(daemon.store_url)
-    try:
-        assert await CallStore(engine).get(uid) is None
-    finally:
-        await engine.dispose()
+    assert await call_record(daemon.store_url, uid, within=1.0) is None
     # The live state holds no call of it either: the gauges count nobody waiting.
     assert not [line for line in daemon.lines() if line.get("event") == "state.anomaly"]
 

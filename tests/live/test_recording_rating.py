@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 
 from acd.ami import AmiClient
-from acd.tickets import CallStore, TicketStore, create_engine_for
+from acd.tickets import TicketStore
 from tests.conftest import LivePbx
 from tests.live.harness import (
     DaemonProcess,
+    call_record,
     dial_feature_code,
     logout_everyone,
     place_call,
@@ -88,11 +89,7 @@ async def test_recorded_call_is_linked_and_a_low_rating_flags_follow_up(
     assert ("follow_up", "true") in bad_history
     # The conversation was recorded, and the file is linked to the call and the ticket.
     assert good_now.recording_path is not None
-    engine = create_engine_for(daemon.store_url)
-    try:
-        record = await CallStore(engine).get(uid)
-    finally:
-        await engine.dispose()
+    record = await call_record(daemon.store_url, uid, lambda r: r.rating is not None)
     assert record is not None
     assert record.rating == 4
     assert record.recording_path == good_now.recording_path

@@ -20,9 +20,15 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from acd.ami import AmiClient, Event
-from acd.tickets import CallbackStore, CallStore, Customer, TicketStore, create_engine_for
+from acd.tickets import CallbackStore, Customer, TicketStore, create_engine_for
 from tests.conftest import LivePbx
-from tests.live.harness import TEST_SECRET, DaemonProcess, logout_everyone, wait_members
+from tests.live.harness import (
+    TEST_SECRET,
+    DaemonProcess,
+    call_record,
+    logout_everyone,
+    wait_members,
+)
 from tests.sip.conftest import Phones
 from tests.sip.harness import (
     CUSTOMER_PORT,
@@ -141,11 +147,7 @@ async def test_ivr_digit_rings_the_qualified_agents_phone_with_the_callers_facts
     )
     finished = await _wait_log(daemon, _event("call.finished", uniqueid=uid))
     assert (finished["outcome"], finished["agent"]) == ("answered", "bob")
-    engine = create_engine_for(daemon.store_url)
-    try:
-        record = await CallStore(engine).get(uid)
-    finally:
-        await engine.dispose()
+    record = await call_record(daemon.store_url, uid, lambda r: r.queue is not None)
     assert record is not None
     assert (record.category, record.customer_id, record.queue) == (
         "printing",
