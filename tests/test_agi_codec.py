@@ -260,6 +260,17 @@ def test_a_200_reply_parses_as_it_does_after_a_blank_line(replies: list[bytes], 
     assert direct == after_blank
 
 
+def test_every_numeric_result_parses_as_it_does_after_a_blank_line() -> None:
+    # Key codes and digits cover the replies the codec keeps ready-made: each must be what
+    # parsing the line gives.
+    header = b"agi_network_script: s\n\n"
+    for number in range(-3, 300):
+        reply = b"200 result=%d\n" % number
+        direct = _events([header + reply])
+        assert direct == _events([header + b"\n" + reply])
+        assert direct[1] == AgiResult(code=200, result=str(number), text=f"result={number}")
+
+
 def test_single_line_520() -> None:
     events = _events([b"agi_network_script: s\n\n520 Invalid command syntax.  No usage.\n"])
     assert events[1] == AgiUsageError(text="Invalid command syntax.  No usage.")

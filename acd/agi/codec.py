@@ -18,7 +18,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import NoReturn
+from typing import Final, NoReturn
 from urllib.parse import parse_qsl, urlsplit
 
 __all__ = [
@@ -66,6 +66,15 @@ class ConnectionState(enum.Enum):
     COMMANDS = "COMMANDS"
     CLOSED = "CLOSED"
     ERROR = "ERROR"
+
+
+# The states as plain globals: on CPython 3.11 ``ConnectionState.X`` goes through the enum
+# metaclass and costs ten times a global lookup, and the states are compared several times
+# per event.
+_HEADER: Final = ConnectionState.HEADER
+_COMMANDS: Final = ConnectionState.COMMANDS
+_CLOSED: Final = ConnectionState.CLOSED
+_ERROR: Final = ConnectionState.ERROR
 
 
 def _frozen_map(items: Mapping[str, str]) -> Mapping[str, str]:
@@ -148,10 +157,15 @@ class Closed:
 
 AgiEvent = AgiRequest | AgiResult | AgiUsageError | AgiHangupNotice | Closed
 
-# The replies most commands get (SET VARIABLE, ANSWER, EXEC ...), made once: results are
-# frozen, so handing out the same one is the same as parsing the line again.
+# The replies most commands get, made once: results are frozen, so handing out the same one
+# is the same as parsing the line again (and a frozen dataclass is slow to build).  0, 1 and
+# -1 answer SET VARIABLE, ANSWER, EXEC ...; a key pressed during WAIT FOR DIGIT, STREAM FILE
+# or SAY comes as its character code, and a one-key GET DATA menu choice as the digit.
 _PLAIN_200_REPLIES: Mapping[str, AgiResult] = MappingProxyType(
-    {f"result={r}": AgiResult(code=200, result=r, text=f"result={r}") for r in ("0", "1", "-1")}
+    {
+        f"result={r}": AgiResult(code=200, result=r, text=f"result={r}")
+        for r in map(str, range(-1, 256))
+    }
 )
 
 
@@ -185,7 +199,7 @@ class AgiConnection:
         self._pos = 0  # _buf[:_pos] is parsed; it is dropped when more data comes
         self._scan_from = 0  # _buf[_pos:_scan_from] is known to hold no newline
         self._eof = False
-        self._state = ConnectionState.HEADER
+        self._state = _HEADER
         self._header_lines: list[bytes] = []
         self._header_bytes = 0
         self._usage_lines: list[str] | None = None
@@ -198,7 +212,7 @@ class AgiConnection:
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Add bytes from the peer (copied: ``data`` may be reused once this returns);
         ``b""`` says the peer closed its side."""
-        if self._state is ConnectionState.ERROR:
+        if self._state is _ERROR:
             raise AgiProtocolError("connection already failed")
         if self._eof:
             if data:
@@ -207,9 +221,14 @@ class AgiConnection:
         if data:
             if self._pos:
                 # Dropping the parsed bytes here, not after each line, keeps a burst of
-                # lines (the request header) from being moved once per line.
-                del self._buf[: self._pos]
-                self._scan_from -= self._pos
+                # lines (the request header) from being moved once per line.  Usually all
+                # of them were parsed (one reply per read): clear() is cheaper then.
+                if self._pos == len(self._buf):
+                    self._buf.clear()
+                    self._scan_from = 0
+                else:
+                    del self._buf[: self._pos]
+                    self._scan_from -= self._pos
                 self._pos = 0
             self._buf += data
         else:
@@ -217,7 +236,7 @@ class AgiConnection:
 
     def next_event(self) -> AgiEvent | NeedData:
         """The next complete event, `NEED_DATA`, or `Closed` once input has ended."""
-        if self._state is ConnectionState.COMMANDS and self._usage_lines is None:
+        if self._state is _COMMANDS and self._usage_lines is None:
             # What nearly every call during a session comes to, kept short: nothing new
             # to parse, or one whole "200 ..." reply.
             if self._scan_from == len(self._buf):
@@ -228,30 +247,28 @@ class AgiConnection:
         return self._next_event_line_by_line()
 
     def _next_event_line_by_line(self) -> AgiEvent | NeedData:
-        if self._state is ConnectionState.ERROR:
+        if self._state is _ERROR:
             raise AgiProtocolError("connection already failed")
-        if self._state is ConnectionState.CLOSED:
+        if self._state is _CLOSED:
             return Closed()
         if self._scan_from == len(self._buf) and not self._eof:
             # Every byte left was already searched for a newline (and checked against the
             # limits): no event can be complete.
             return NEED_DATA
         while True:
-            if self._state is ConnectionState.HEADER and not self._header_lines:
+            if self._state is _HEADER and not self._header_lines:
                 request = self._whole_header()
                 if request is not None:
                     return request
             line = self._next_line()
             if line is None:
                 if self._eof:
-                    self._state = ConnectionState.CLOSED
+                    self._state = _CLOSED
                     trailing = len(self._buf) - self._pos + self._header_bytes
                     return Closed(trailing_bytes=trailing)
                 return NEED_DATA
             event = (
-                self._on_header_line(line)
-                if self._state is ConnectionState.HEADER
-                else self._on_reply_line(line)
+                self._on_header_line(line) if self._state is _HEADER else self._on_reply_line(line)
             )
             if event is not None:
                 return event
@@ -259,7 +276,7 @@ class AgiConnection:
     # -- internals -------------------------------------------------------------------------
 
     def _fail(self, why: str) -> NoReturn:
-        self._state = ConnectionState.ERROR
+        self._state = _ERROR
         # Nothing held is of use any more: a peer that broke a limit must not keep it taken.
         self._buf = bytearray()
         self._pos = self._scan_from = 0
@@ -271,7 +288,7 @@ class AgiConnection:
         # Split on bytes before decoding so a UTF-8 sequence cut between reads survives.
         buf, pos = self._buf, self._pos
         end = buf.find(b"\n", self._scan_from)
-        header = self._state is ConnectionState.HEADER
+        header = self._state is _HEADER
         # A usage text is one reply however many lines it has: its lines share the limit.
         limit = (
             self._max_header_bytes - self._header_bytes
@@ -321,7 +338,7 @@ class AgiConnection:
             return None
         self._pos = self._scan_from = end + 2
         request = self._build_request(block)
-        self._state = ConnectionState.COMMANDS
+        self._state = _COMMANDS
         self._header_bytes = 0
         return request
 
@@ -335,7 +352,7 @@ class AgiConnection:
             # Blank lines before the header are noise, not an empty request.
             return None
         request = self._build_request(b"\n".join(self._header_lines))
-        self._state = ConnectionState.COMMANDS
+        self._state = _COMMANDS
         self._header_lines = []
         self._header_bytes = 0
         return request

@@ -545,20 +545,23 @@ class AgiServer:
     async def _serve(self, stream: _AgiStream) -> None:
         started = time.monotonic()
         assert stream.transport is not None
-        peer = stream.transport.get_extra_info("peername")
-        log = self._log.bind(peer=str(peer))
+        peer = str(stream.transport.get_extra_info("peername"))
+        # The logger is bound once, with the request's ids, or with the peer alone when there
+        # is no request: a bind copies the context, and this is paid on every call.
+        log: Any = None
         script, result = "", "bad_request"
         try:
             if len(self._tasks) > self._max_sessions:
                 result = "busy"
+                log = self._log.bind(peer=peer)
                 log.warning("agi.rejected_busy", max_sessions=self._max_sessions)
                 self._send_failure(stream)
                 return
-            request = await self._read_request(stream, log)
+            request = await self._read_request(stream, peer)
             if request is None:
                 return
             handler = self._handlers.get(request.script)
-            log = log.bind(uniqueid=request.uniqueid, script=request.script)
+            log = self._log.bind(peer=peer, uniqueid=request.uniqueid, script=request.script)
             if handler is None:
                 result = "unknown_script"
                 log.warning("agi.unknown_script", channel=request.channel)
@@ -575,6 +578,8 @@ class AgiServer:
             await stream.close()
             seconds = time.monotonic() - started
             self.counters[(script, result)] += 1
+            if log is None:
+                log = self._log.bind(peer=peer)
             log.info("agi.request_done", result=result, seconds=round(seconds, 4))
             if self._on_request_done is not None:
                 try:
@@ -582,16 +587,19 @@ class AgiServer:
                 except Exception:
                     log.exception("agi.observer_failed")
 
-    async def _read_request(self, stream: _AgiStream, log: Any) -> AgiRequest | None:
+    async def _read_request(self, stream: _AgiStream, peer: str) -> AgiRequest | None:
+        event: AgiEvent | BaseException | None  # None: none came in time
         try:
             deadline = stream.loop.time() + self._header_timeout
             event = await stream.next_event(deadline)
         except TimeoutError:
-            log.warning("agi.header_timeout", timeout=self._header_timeout)
-            return None
+            event = None
         if isinstance(event, AgiRequest):
             return event
-        if isinstance(event, Closed):
+        log = self._log.bind(peer=peer)
+        if event is None:
+            log.warning("agi.header_timeout", timeout=self._header_timeout)
+        elif isinstance(event, Closed):
             log.warning("agi.closed_before_request", trailing=event.trailing_bytes)
         elif isinstance(event, AgiProtocolError):
             log.warning("agi.bad_request", reason=str(event))
