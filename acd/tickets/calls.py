@@ -97,6 +97,30 @@ class CallChange:
     values: Mapping[str, Any]
 
 
+# What each kind of change updates in an existing record (besides a recording, kept once
+# linked); arrived_at is never updated: the first change made the record.
+_UPDATED_COLUMNS: Final = {
+    ChangeKind.ARRIVAL: (
+        "caller_number",
+        "language",
+        "priority",
+        "skills",
+        "answers",
+        "category",
+        "customer_id",
+    ),
+    ChangeKind.FINISH: ("queue", "outcome", "queue_joined_at", "answered_at", "left_at", "agent"),
+    ChangeKind.RECORDING: (),
+}
+
+
+def _upsert(insert: Any, updated: tuple[str, ...]) -> Any:
+    excluded = insert.excluded
+    set_: dict[str, ColumnElement[Any]] = {name: excluded[name] for name in updated}
+    set_["recording_path"] = func.coalesce(excluded.recording_path, _CALLS.c.recording_path)
+    return insert.on_conflict_do_update(index_elements=[_CALLS.c.uniqueid], set_=set_)
+
+
 def arrival(
     uniqueid: str,
     *,
@@ -192,7 +216,12 @@ class CallStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._write = Writes(engine)
         self._read = async_sessionmaker(reader(engine), expire_on_commit=False)
-        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        # Made once: building the upsert (its `excluded` alias above all) costs more than
+        # executing it for a batch.
+        self._upserts = {
+            kind: _upsert(insert(_CALLS), updated) for kind, updated in _UPDATED_COLUMNS.items()
+        }
 
     async def write(self, changes: Sequence[CallChange]) -> None:
         """Apply `changes` in one transaction, in order (all or none)."""
@@ -236,19 +265,7 @@ class CallStore:
         rows = [{"uniqueid": c.uniqueid, **c.values} for c in changes]
         if kind is ChangeKind.ARRIVAL:
             await self._unlink_missing_customers(session, rows)
-        insert = self._insert(_CALLS)
-        updated: dict[str, ColumnElement[Any]] = {
-            name: insert.excluded[name]
-            for name in rows[0]
-            if name not in ("uniqueid", "arrived_at", "recording_path")
-        }
-        # A recording, once linked, stays: a later change without one keeps it.
-        updated["recording_path"] = func.coalesce(
-            insert.excluded.recording_path, _CALLS.c.recording_path
-        )
-        await session.execute(
-            insert.on_conflict_do_update(index_elements=[_CALLS.c.uniqueid], set_=updated), rows
-        )
+        await session.execute(self._upserts[kind], rows)
 
     @staticmethod
     async def _unlink_missing_customers(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
