@@ -31,7 +31,7 @@ from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Final, Self, cast
 
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, bindparam, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -647,39 +647,57 @@ def _check_customer(customer: Customer) -> None:
         raise InvalidValue(f"language '{customer.language}' is not an ISO 639-1 code like 'de'")
 
 
+_PHONES = CustomerPhoneRow.__table__.c
+_CUSTOMERS = CustomerRow.__table__.c
+_TICKETS = TicketRow.__table__.c
+# The caller's lookup, built once (building a statement costs more than running it here).
+_OWNER_OF_NUMBER: Final = select(_PHONES.customer_id).where(_PHONES.number == bindparam("number"))
+_CUSTOMER: Final = select(CustomerRow.__table__).where(_CUSTOMERS.id == bindparam("owner"))
+_CUSTOMER_NUMBERS: Final = (
+    select(_PHONES.number).where(_PHONES.customer_id == bindparam("owner")).order_by(_PHONES.number)
+)
+_OPEN: Final = _TICKETS.status != TicketStatus.DONE.value
+_BY_CREATION: Final = (_TICKETS.created_at, _TICKETS.id)
+_OPEN_FROM_NUMBER: Final = (
+    select(TicketRow.__table__)
+    .where(_OPEN, _TICKETS.caller_number == bindparam("number"))
+    .order_by(*_BY_CREATION)
+)
+_OPEN_FROM_NUMBER_OR_OWNER: Final = (
+    select(TicketRow.__table__)
+    .where(
+        _OPEN,
+        or_(
+            _TICKETS.caller_number == bindparam("number"),
+            _TICKETS.customer_id == bindparam("owner"),
+        ),
+    )
+    .order_by(*_BY_CREATION)
+)
+
+
 def _caller_rows(
     connection: Connection, *, number: str
 ) -> tuple[Customer | None, builtins.list[Ticket]]:
-    phones, customers, tickets = (
-        CustomerPhoneRow.__table__.c,
-        CustomerRow.__table__.c,
-        TicketRow.__table__.c,
-    )
-    owner = connection.scalar(select(phones.customer_id).where(phones.number == number))
+    owner = connection.scalar(_OWNER_OF_NUMBER, {"number": number})
     customer = None
     if owner is not None:
-        row = connection.execute(select(CustomerRow.__table__).where(customers.id == owner)).first()
+        row = connection.execute(_CUSTOMER, {"owner": owner}).first()
         if row is not None:
-            numbers = connection.scalars(
-                select(phones.number).where(phones.customer_id == owner).order_by(phones.number)
-            )
             customer = Customer(
                 id=row.id,
                 company=row.company,
                 name=row.name,
-                phones=tuple(numbers),
+                phones=tuple(connection.scalars(_CUSTOMER_NUMBERS, {"owner": owner})),
                 sla_package=row.sla_package,
                 language=row.language,
                 account_manager=row.account_manager,
                 email=row.email,
             )
-    raised_by = [tickets.caller_number == number]
-    if owner is not None:
-        raised_by.append(tickets.customer_id == owner)
-    rows = connection.execute(
-        select(TicketRow.__table__)
-        .where(tickets.status != TicketStatus.DONE.value, or_(*raised_by))
-        .order_by(tickets.created_at, tickets.id)
+    rows = (
+        connection.execute(_OPEN_FROM_NUMBER, {"number": number})
+        if owner is None
+        else connection.execute(_OPEN_FROM_NUMBER_OR_OWNER, {"number": number, "owner": owner})
     )
     # A Core row has the mapped class's attribute names: one mapping for both.
     return customer, [ticket_from_row(cast(TicketRow, r)) for r in rows]
