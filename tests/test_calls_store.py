@@ -11,7 +11,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from acd.tickets import CallStore, Customer, InvalidValue, TicketStore
-from acd.tickets.calls import CallChange, CallJournal, arrival, finish, rating
+from acd.tickets.calls import CallChange, CallJournal, arrival, finish, rating, recording
 
 T0 = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
 
@@ -31,25 +31,33 @@ async def test_a_call_keeps_what_the_ivr_captured_and_how_it_ended(
     await store.upsert_customer(
         Customer(id="acme-1", company="ACME", name="Ana", phones=("+4930123456",))
     )
-    await calls.arrived(
-        "1700000000.1",
-        now=at(0),
-        caller_number="+4930123456",
-        language="fr",
-        priority=30,
-        skills={"printing": 3},
-        answers={"customer_number": "79927398713"},
-        category="printing",
-        customer_id="acme-1",
+    await calls.write(
+        [
+            arrival(
+                "1700000000.1",
+                now=at(0),
+                caller_number="+4930123456",
+                language="fr",
+                priority=30,
+                skills={"printing": 3},
+                answers={"customer_number": "79927398713"},
+                category="printing",
+                customer_id="acme-1",
+            )
+        ]
     )
-    await calls.finished(
-        "1700000000.1",
-        now=at(95),
-        queue="first-level",
-        outcome="answered",
-        joined_at=at(12),
-        answered_at=at(40),
-        agent="alice",
+    await calls.write(
+        [
+            finish(
+                "1700000000.1",
+                now=at(95),
+                queue="first-level",
+                outcome="answered",
+                joined_at=at(12),
+                answered_at=at(40),
+                agent="alice",
+            )
+        ]
     )
     record = await calls.get("1700000000.1")
     assert record is not None
@@ -69,20 +77,24 @@ async def test_a_call_keeps_what_the_ivr_captured_and_how_it_ended(
 async def test_routing_again_updates_and_a_late_finish_still_makes_one_record(
     calls: CallStore,
 ) -> None:
-    await calls.arrived("u1", now=at(0), caller_number=None, category="general")
-    await calls.arrived("u1", now=at(30), caller_number=None, category="printing")
+    await calls.write([arrival("u1", now=at(0), caller_number=None, category="general")])
+    await calls.write([arrival("u1", now=at(30), caller_number=None, category="printing")])
     record = await calls.get("u1")
     assert record is not None
     assert (record.arrived_at, record.category) == (at(0), "printing")
     # Never routed by this daemon (fallback, or before a restart): finished makes the row.
-    await calls.finished(
-        "u2",
-        now=at(50),
-        queue="first-level",
-        outcome="abandoned",
-        joined_at=at(20),
-        answered_at=None,
-        agent=None,
+    await calls.write(
+        [
+            finish(
+                "u2",
+                now=at(50),
+                queue="first-level",
+                outcome="abandoned",
+                joined_at=at(20),
+                answered_at=None,
+                agent=None,
+            )
+        ]
     )
     late = await calls.get("u2")
     assert late is not None
@@ -91,36 +103,36 @@ async def test_routing_again_updates_and_a_late_finish_still_makes_one_record(
 
 async def test_bad_records_are_refused(calls: CallStore) -> None:
     with pytest.raises(InvalidValue):
-        await calls.arrived("", now=at(0), caller_number=None)
+        await calls.write([arrival("", now=at(0), caller_number=None)])
     with pytest.raises(InvalidValue):
-        await calls.arrived("u", now=at(0), caller_number="anonymous")
+        await calls.write([arrival("u", now=at(0), caller_number="anonymous")])
     with pytest.raises(InvalidValue):
-        await calls.arrived("u", now=at(0), caller_number=None, answers={"x": "9" * 500})
+        await calls.write([arrival("u", now=at(0), caller_number=None, answers={"x": "9" * 500})])
     with pytest.raises(InvalidValue):
-        await calls.arrived("u", now=at(0), caller_number=None, language="english")
+        await calls.write([arrival("u", now=at(0), caller_number=None, language="english")])
     with pytest.raises(InvalidValue):
-        await calls.arrived("u", now=at(0), caller_number=None, category="c" * 65)
+        await calls.write([arrival("u", now=at(0), caller_number=None, category="c" * 65)])
     assert await calls.get("u") is None
 
 
 async def test_an_unknown_customer_is_not_linked(calls: CallStore) -> None:
-    await calls.arrived("u3", now=at(0), caller_number=None, customer_id="gone")
+    await calls.write([arrival("u3", now=at(0), caller_number=None, customer_id="gone")])
     record = await calls.get("u3")
     assert record is not None
     assert record.customer_id is None
 
 
 async def test_a_recording_stays_linked_and_a_rating_needs_a_record(calls: CallStore) -> None:
-    await calls.link_recording("u4", "/rec/u4.wav", now=at(5))  # before the arrival: makes it
-    await calls.arrived("u4", now=at(6), caller_number=None)
-    await calls.rate("u4", 2)
-    await calls.rate("nobody", 5)
+    await calls.write([recording("u4", "/rec/u4.wav", now=at(5))])  # before the arrival: makes it
+    await calls.write([arrival("u4", now=at(6), caller_number=None)])
+    await calls.write([rating("u4", 2)])
+    await calls.write([rating("nobody", 5)])
     record = await calls.get("u4")
     assert record is not None
     assert (record.arrived_at, record.recording_path, record.rating) == (at(5), "/rec/u4.wav", 2)
     assert await calls.get("nobody") is None
     with pytest.raises(InvalidValue):
-        await calls.rate("u4", 6)
+        await calls.write([rating("u4", 6)])
 
 
 async def test_one_write_applies_many_calls_changes_in_order(

@@ -23,6 +23,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from acd.tickets import CallbackStore, CallStore, TicketStatus, TicketStore
+from acd.tickets.calls import arrival, finish
 from tests.live.harness import REPO, run_acd
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -118,19 +119,23 @@ async def _call(
     wait: float | None = None,
     left_after: float = 60,
 ) -> None:
-    await calls.arrived(uid, now=arrived, caller_number="+4930123456", language="en")
+    await calls.write([arrival(uid, now=arrived, caller_number="+4930123456", language="en")])
     if outcome is None:
         return  # hung up in the IVR: the daemon never finishes such a record
     joined = arrived + dt.timedelta(seconds=2)
     answered = None if wait is None else joined + dt.timedelta(seconds=wait)
-    await calls.finished(
-        uid,
-        now=joined + dt.timedelta(seconds=left_after),
-        queue=queue,
-        outcome=outcome,
-        joined_at=joined,
-        answered_at=answered,
-        agent="alice" if answered else None,
+    await calls.write(
+        [
+            finish(
+                uid,
+                now=joined + dt.timedelta(seconds=left_after),
+                queue=queue,
+                outcome=outcome,
+                joined_at=joined,
+                answered_at=answered,
+                agent="alice" if answered else None,
+            )
+        ]
     )
 
 

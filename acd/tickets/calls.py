@@ -231,20 +231,6 @@ class CallStore:
             for kind, run in itertools.groupby(changes, key=lambda change: change.kind):
                 await self._apply(session, kind, list(run))
 
-    async def arrived(self, uniqueid: str, **fields: Any) -> None:
-        """Write an `arrival` now (see there for the fields)."""
-        await self.write([arrival(uniqueid, **fields)])
-
-    async def finished(self, uniqueid: str, **fields: Any) -> None:
-        """Write a `finish` now (see there for the fields)."""
-        await self.write([finish(uniqueid, **fields)])
-
-    async def link_recording(self, uniqueid: str, path: str, *, now: dt.datetime) -> None:
-        await self.write([recording(uniqueid, path, now=now)])
-
-    async def rate(self, uniqueid: str, stars: int) -> None:
-        await self.write([rating(uniqueid, stars)])
-
     async def get(self, uniqueid: str) -> CallRecord | None:
         """The record of this call, if any."""
         async with self._read() as session:
