@@ -1,8 +1,8 @@
 """Call records: one row per hotline call, what the IVR captured and how the call ended.
 
-The daemon writes a record when it routes a call (`arrived`: caller, language, skills,
+The daemon writes a record when it routes a call (`arrival`: caller, language, skills,
 answers, category, customer) and completes it when the live state says the queue visit
-ended (`finished`: queue, times, agent, outcome). Both are upserts keyed by the caller
+ended (`finish`: queue, times, agent, outcome). Both are upserts keyed by the caller
 channel's Uniqueid, so a call routed again (a transfer) or finished after a daemon restart
 still has one record. Reports read these rows. This module never reads the clock.
 

@@ -131,7 +131,9 @@ class OneHopReads:
             sync_url = engine.url.set(drivername="sqlite")
             # The connections move between the pool's worker threads, one at a time.
             self._sync = create_engine(sync_url, connect_args={"check_same_thread": False})
-            _setup_sqlite(self._sync, busy_timeout_ms=int(_DEFAULT_BUSY_TIMEOUT * 1000))
+            turn: _WriteTurn | None = getattr(engine.sync_engine.pool, _WRITE_TURN, None)
+            busy_timeout = turn.busy_timeout if turn is not None else _DEFAULT_BUSY_TIMEOUT
+            _setup_sqlite(self._sync, busy_timeout_ms=int(busy_timeout * 1000))
             self._sync = self._sync.execution_options(**{READ_ONLY_OPTION: True})
 
     async def run(self, work: Callable[[Connection], _T]) -> _T:
