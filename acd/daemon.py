@@ -805,20 +805,6 @@ class Daemon:
             view = self._routing_view(now.timestamp())
             decision = decide_route(self._config, facts, now, view, table=self._table)
             session.log = session.log.bind(queue=decision.queue)
-            session.log.info(
-                "call.routed",
-                status=decision.status,
-                priority=decision.priority,
-                max_penalty=decision.max_penalty,
-                overflowed_from=decision.overflowed_from,
-                preferred_agent=decision.preferred_agent,
-                open_tickets=[t.number for t in facts.open_tickets if t.number != _MENU_HINT],
-                expected_wait=(decision.expected_wait.seconds if decision.expected_wait else None),
-                caller=facts.caller_number,
-                reasons=list(decision.reasons),
-                eligible=[f"{agent}:{status}" for agent, status in explain_agents(decision, view)],
-                excluded=dict(decision.excluded),
-            )
             self._event_out(
                 "call",
                 {
@@ -831,28 +817,50 @@ class Daemon:
                     "customer": customer_id,
                 },
             )
-            announce = self._welcome_announcement(decision.queue, decision.expected_wait)
-            if announce:
-                await session.set_variable("FIRSTLINE_ANNOUNCE", announce)
-            if decision.queue is None:
-                # Closed or unroutable: until the IVR can offer a callback, the dialplan's
-                # fallback queue keeps the caller with a person rather than hanging up.
-                await session.set_variable("FIRSTLINE_ROUTE", decision.status)
-                return
-            # What the agent's phone shows (SIP headers on the ringing leg): only ids the
-            # store made or the admin imported, made safe for dialplan arguments.
-            if tickets:
-                await session.set_variable("FIRSTLINE_TICKET", tickets[0].number)
-            if customer_id:
-                await session.set_variable("FIRSTLINE_CUSTOMER", _safe_name(customer_id))
-            await self._hand_to_queue(
-                session,
-                decision.queue,
-                priority=str(decision.priority),
-                max_penalty=decision.max_penalty,
-                max_wait=decision.max_wait,
-                preferred_agent=decision.preferred_agent,
-            )
+            try:
+                announce = self._welcome_announcement(decision.queue, decision.expected_wait)
+                if announce:
+                    await session.set_variable("FIRSTLINE_ANNOUNCE", announce)
+                if decision.queue is None:
+                    # Closed or unroutable: until the IVR can offer a callback, the dialplan's
+                    # fallback queue keeps the caller with a person rather than hanging up.
+                    await session.set_variable("FIRSTLINE_ROUTE", decision.status)
+                    return
+                # What the agent's phone shows (SIP headers on the ringing leg): only ids the
+                # store made or the admin imported, made safe for dialplan arguments.
+                if tickets:
+                    await session.set_variable("FIRSTLINE_TICKET", tickets[0].number)
+                if customer_id:
+                    await session.set_variable("FIRSTLINE_CUSTOMER", _safe_name(customer_id))
+                await self._hand_to_queue(
+                    session,
+                    decision.queue,
+                    priority=str(decision.priority),
+                    max_penalty=decision.max_penalty,
+                    max_wait=decision.max_wait,
+                    preferred_agent=decision.preferred_agent,
+                )
+            finally:
+                # Once the dialplan has what it needs (or the caller left meanwhile): the
+                # line's time marks the end of the route's work (bench/load.py reads it).
+                session.log.info(
+                    "call.routed",
+                    status=decision.status,
+                    priority=decision.priority,
+                    max_penalty=decision.max_penalty,
+                    overflowed_from=decision.overflowed_from,
+                    preferred_agent=decision.preferred_agent,
+                    open_tickets=[t.number for t in facts.open_tickets if t.number != _MENU_HINT],
+                    expected_wait=(
+                        decision.expected_wait.seconds if decision.expected_wait else None
+                    ),
+                    caller=facts.caller_number,
+                    reasons=list(decision.reasons),
+                    eligible=[
+                        f"{agent}:{status}" for agent, status in explain_agents(decision, view)
+                    ],
+                    excluded=dict(decision.excluded),
+                )
         self._publish(
             self._state.note_route(
                 facts.uniqueid,

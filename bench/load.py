@@ -40,8 +40,9 @@ Per step:
 * daemon RSS at the end of the step (VmRSS) and its peak (VmHWM);
 * AGI (firstline only): p99 of ``acd_agi_duration_seconds{script="route"}`` from /metrics
   (the whole route request, caller-paced IVR included), and p99 of the route's work after
-  the IVR (from the daemon's log: ``call.ivr`` to ``agi.request_done`` of the same call:
-  the store lookup, the decision and the SET VARIABLE round trips).
+  the IVR (from the daemon's log: ``call.ivr`` to ``call.routed`` of the same call, which
+  the daemon logs once the queue's variables are set: the decision and the SET VARIABLE
+  round trips).
 
 A mode stops climbing at the first step with at least ``--max-failed`` % failed calls. When
 the bare mode ran first, the firstline mode ends with one more step at 90 % of the bare
@@ -217,8 +218,9 @@ def histogram_quantile(
 
 
 def route_after_ivr_seconds(log_lines: Iterable[dict[str, Any]]) -> list[float]:
-    """Per route request: seconds from its ``call.ivr`` line to its ``agi.request_done``
-    (same uniqueid): the route's own work once the caller has answered the menu."""
+    """Per route request: seconds from its ``call.ivr`` line to its ``call.routed`` (same
+    uniqueid, logged once the dialplan has its variables): the route's own work once the
+    caller has answered the menu."""
     ivr_done: dict[str, dt.datetime] = {}
     durations = []
     for line in log_lines:
@@ -229,7 +231,7 @@ def route_after_ivr_seconds(log_lines: Iterable[dict[str, Any]]) -> list[float]:
         when = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
         if line.get("event") == "call.ivr":
             ivr_done[uniqueid] = when
-        elif line.get("event") == "agi.request_done" and line.get("script") == "route":
+        elif line.get("event") == "call.routed":
             started = ivr_done.pop(uniqueid, None)
             if started is not None:
                 durations.append((when - started).total_seconds())

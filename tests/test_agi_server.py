@@ -11,6 +11,7 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -354,21 +355,24 @@ async def test_a_command_cancelled_while_waiting_its_turn_leaves_the_others_in_o
         await srv.close()
 
 
-async def test_request_done_is_one_json_line_with_what_the_handler_bound() -> None:
+async def _request_done_lines(level: str, reply: bytes) -> list[dict[str, Any]]:
+    """The ``agi.request_done`` lines of one "routed" request answered with ``reply``,
+    logging set up as the daemon does at ``level``."""
+
     async def routed(session: AgiSession) -> None:
         session.log = session.log.bind(queue="first-en")
         await session.set_variable("FIRSTLINE_ROUTE", "first-en")
 
     saved = structlog.get_config()
     out = io.StringIO()
-    configure_logging("info", stream=out)  # the daemon's set-up
+    configure_logging(level, stream=out)
     try:
         srv = AgiServer(port=0, handlers={"routed": routed})
         await srv.start()
         try:
             fake = await FakeAsterisk.connect(srv.port, "routed")
             assert await fake.command() == b"SET VARIABLE FIRSTLINE_ROUTE first-en\n"
-            await fake.reply(b"200 result=1\n")
+            await fake.reply(reply)
             assert await fake.eof() == b""
             await fake.close()
             await _idle(srv)
@@ -376,14 +380,24 @@ async def test_request_done_is_one_json_line_with_what_the_handler_bound() -> No
             await srv.close()
     finally:
         structlog.configure(**saved)
-    done = [json.loads(line) for line in out.getvalue().splitlines() if "agi.request_done" in line]
-    assert len(done) == 1
-    assert list(done[0]) == [
+    return [json.loads(line) for line in out.getvalue().splitlines() if "agi.request_done" in line]
+
+
+async def test_request_done_is_one_json_line_with_what_the_handler_bound() -> None:
+    [done] = await _request_done_lines("debug", b"200 result=1\n")
+    assert list(done) == [
         *["peer", "uniqueid", "script", "queue", "result", "seconds"],
         *["event", "level", "timestamp"],
     ]
-    assert (done[0]["queue"], done[0]["result"], done[0]["level"]) == ("first-en", "ok", "info")
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z", done[0]["timestamp"])
+    assert (done["queue"], done["result"], done["level"]) == ("first-en", "ok", "debug")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z", done["timestamp"])
+
+
+async def test_at_info_only_requests_that_went_wrong_log_their_end() -> None:
+    # A served request is reported by its handler; a caller lost on the way is news.
+    assert await _request_done_lines("info", b"200 result=1\n") == []
+    [done] = await _request_done_lines("info", b"511 Command Not Permitted on a dead channel\n")
+    assert (done["queue"], done["result"], done["level"]) == ("first-en", "hangup", "info")
 
 
 async def test_close_cancels_running_sessions() -> None:

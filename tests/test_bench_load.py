@@ -118,14 +118,14 @@ def _line(event: str, uniqueid: str, stamp: str, **fields: str) -> dict[str, str
     return {"event": event, "uniqueid": uniqueid, "timestamp": stamp, **fields}
 
 
-def test_route_after_ivr_pairs_each_call_with_its_own_request_end() -> None:
+def test_route_after_ivr_pairs_each_call_with_its_own_routed_line() -> None:
     lines = [
         _line("call.ivr", "a", "2026-11-23T17:30:01.100000Z"),
         _line("call.ivr", "b", "2026-11-23T17:30:01.200000Z"),
-        _line("agi.request_done", "b", "2026-11-23T17:30:01.215000Z", script="route"),
-        _line("agi.request_done", "x", "2026-11-23T17:30:01.300000Z", script="route"),
-        _line("agi.request_done", "a", "2026-11-23T17:30:01.140000Z", script="agent"),
-        _line("agi.request_done", "a", "2026-11-23T17:30:01.150000Z", script="route"),
+        _line("call.routed", "b", "2026-11-23T17:30:01.215000Z", script="route"),
+        _line("call.routed", "x", "2026-11-23T17:30:01.300000Z", script="route"),
+        _line("agi.request_done", "a", "2026-11-23T17:30:01.140000Z", script="route"),
+        _line("call.routed", "a", "2026-11-23T17:30:01.150000Z", script="route"),
         json.loads('{"event": "daemon.started"}'),
     ]
     assert route_after_ivr_seconds(lines) == pytest.approx([0.015, 0.05])

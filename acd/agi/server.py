@@ -580,7 +580,10 @@ class AgiServer:
             self.counters[(script, result)] += 1
             if log is None:
                 log = self._log.bind(peer=peer)
-            log.info("agi.request_done", result=result, seconds=round(seconds, 4))
+            # A served request is the handler's to report (it logs what it decided); the
+            # line stays for debugging.  Every other ending is news at info.
+            done = log.debug if result == "ok" else log.info
+            done("agi.request_done", result=result, seconds=round(seconds, 4))
             if self._on_request_done is not None:
                 try:
                     self._on_request_done(script, result, seconds)
