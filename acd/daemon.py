@@ -881,8 +881,9 @@ class Daemon:
         answered = None
         if record.outcome is Outcome.ANSWERED and record.joined_at is not None:
             answered = instant(record.joined_at + (record.wait or 0.0))
-        try:
-            change = finish(
+        self._journal(
+            record.uniqueid,
+            lambda: finish(
                 record.uniqueid,
                 now=instant(record.ended_at) or self._clock(),
                 queue=record.queue,
@@ -890,9 +891,18 @@ class Daemon:
                 joined_at=instant(record.joined_at),
                 answered_at=answered,
                 agent=record.agent_id,
-            )
+            ),
+        )
+
+    def _journal(self, uniqueid: str, build: Callable[[], CallChange]) -> None:
+        """Queue a change of the call's record; one the store could not hold (a refused
+        value) is logged and dropped: the call goes on without it."""
+        if self._calls is None:
+            return
+        try:
+            change = build()
         except TicketStoreError as error:
-            self._log.warning("call.record_failed", uniqueid=record.uniqueid, error=repr(error))
+            self._log.warning("call.record_failed", uniqueid=uniqueid, error=repr(error))
             return
         self._calls.add(change)
 
@@ -956,8 +966,9 @@ class Daemon:
         record only."""
         if self._calls is None or not uniqueid:
             return
-        try:
-            change = arrival(
+        self._journal(
+            uniqueid,
+            lambda: arrival(
                 uniqueid,
                 now=self._clock(),
                 caller_number=normalise_number(caller, self._config.hotline.region),
@@ -967,11 +978,8 @@ class Daemon:
                 category=flow.category if flow else None,
                 customer_id=customer_id,
                 recording_path=flow.recording if flow else None,
-            )
-        except TicketStoreError as error:
-            self._log.warning("call.record_failed", uniqueid=uniqueid, error=repr(error))
-            return
-        self._calls.add(change)
+            ),
+        )
 
     async def _hand_to_queue(
         self,

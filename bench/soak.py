@@ -1,5 +1,5 @@
 """Soak benchmark: Asterisk with Firstline attached under a steady mix of calls for a long
-time (default 30 minutes at 5 calls/s, half the highest clean rate of bench/load.py), then
+time (default 30 minutes at 9 calls/s, half the highest clean rate of bench/load.py), then
 checks that the daemon's memory stayed bounded, that no call stayed in its state after the
 calls ended, and that its figures agree with Asterisk's and with what the phones saw.
 
@@ -18,19 +18,23 @@ Three SIPp processes run tests/sip/caller.xml for ``--minutes`` at fractions of 
   seconds later;
 * abandon (``--abandon-share``): press 1, hang up ``--abandon-after`` seconds later, about
   two seconds into the queue, while an agent's phone rings;
-* callback (``--callback-share``): press 1, then 9 ``--callback-after`` seconds later (in
-  the queue, before an agent answers), confirm the number by silence and stay on until
+* callback (``--callback-share``): press 1, then 9 ``--callback-after`` seconds later (during
+  the welcome announcement, which takes the key as the queue does, before an agent
+  answers), confirm the number by silence and stay on until
   Asterisk hangs up after reading the ticket number. The dialer then holds the caller's
   place; an agent's softphone answers it, then the customers' phone answers and hangs up
   after ``--customer-talk-ms``.
 
-The defaults follow the call's course as measured (3-minute run, 720 served calls): a
-caller joins the queue 9.6 to 10.4 s after the key (4.3 s of "please hold", then the
-5.1 s callback offer, which Background() plays before Queue() for every caller: the route
-carries a wait estimate only for queues with an overflow, and without one the daemon
-always announces the offer) and an agent answers 13.8 to 14.7 s after it. So abandoning
-callers leave at 11.5 s, callback callers press 9 at about 11.3 s, and served callers talk
-about 8 s.
+The defaults follow the call's course as measured (3-minute runs at 9 calls/s, daemon log
+and the prompt files' lengths): after the key the IVR says "please hold" (4.3 s), then the
+route hands the call over. While a qualified agent is free and no caller is ahead, the
+wait estimate is 0 and the caller joins at once (the first calls of a run); in the steady
+state callers ahead ring agents for ``--ring-ms``, the estimate is about that long, and
+Background() plays "expected wait 1 minute" and the 5.1 s callback offer (≈ 8.9 s) before
+Queue(): the caller joins ≈ 13.2 s after the key and an agent answers ≈ 17.3 s after it.
+So abandoning callers leave at 15 s (ringing), callback callers press 9 at 11 s (in the
+offer), and served callers talk about 4 s. Agents are then about 80 % busy at 9 calls/s
+(≈ 66 of 80 in the calibration runs).
 
 Callers hang up, not agents (see bench/load.py on agent.xml's own hang-up).
 
@@ -44,12 +48,12 @@ then judges (PASS/FAIL each):
 * memory: the daemon's VmRSS may grow at most ``--rss-bound-mib`` (10 MiB) from the sample
   at the end of the warm-up (``--warmup-minutes``, 5) to the highest later sample. Why
   these: the daemon's per-call memory is bounded by design (1000 finished queue visits and
-  1000 retired call ids in ``acd.state.LiveState``, full after about 3 minutes at 5 calls/s:
+  1000 retired call ids in ``acd.state.LiveState``, full after about 2 minutes at 9 calls/s:
   hence 5 minutes of warm-up), and what still grows legitimately afterwards is bounded too
   (SQLite's page cache, at most 2 MiB per pooled connection, filling as the database grows;
-  Python's allocator arenas). At 5 calls/s the 25 minutes after the warm-up are about 7,500
-  calls and 750 callbacks: a leak of 1.4 KiB per call (one forgotten call record with its
-  strings) crosses the bound. The slope over those samples is printed too.
+  Python's allocator arenas). At 9 calls/s the 25 minutes after the warm-up are about
+  13,500 calls and 1,350 callbacks: a leak of 0.8 KiB per call (one forgotten call record
+  with its strings) crosses the bound. The slope over those samples is printed too.
 * Asterisk idle: no channel (CoreShowChannels) and no caller in the queue (QueueStatus) once
   the calls ended: the precondition of the next two.
 * daemon gauges idle: acd_callers_waiting 0, no agent ringing, on a call or in wrap-up
@@ -76,7 +80,7 @@ then judges (PASS/FAIL each):
 * every call accounted for: each caller leg the PBX answered was answered by an agent, booked
   a callback or hung up; no visit timed out, overflowed or vanished (daemon counters).
 
-    .venv/bin/python -m bench.soak --minutes 30 --rate 5
+    .venv/bin/python -m bench.soak --minutes 30 --rate 9
     .venv/bin/python -m bench.soak --minutes 3 --warmup-minutes 1    # a quick look
 
 Results: a line per sample and a verdict per criterion on stdout, every figure as JSON in
@@ -972,7 +976,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         ),
     )
     parser.add_argument("--minutes", type=float, default=30, help="minutes of calls")
-    parser.add_argument("--rate", type=float, default=5, help="calls/s, all flows together")
+    parser.add_argument("--rate", type=float, default=9, help="calls/s, all flows together")
     parser.add_argument("--abandon-share", type=float, default=0.1)
     parser.add_argument("--callback-share", type=float, default=0.1)
     parser.add_argument("--agents", type=int, default=80, help="softphones (max 80)")
@@ -981,10 +985,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--talk-ms", type=int, default=60000, help="agent hangs up after (the caller first)"
     )
     parser.add_argument(
-        "--hold", type=float, default=22, help="served callers hang up this long after the key"
+        "--hold", type=float, default=21, help="served callers hang up this long after the key"
     )
     parser.add_argument(
-        "--abandon-after", type=float, default=11.5, help="abandoning callers hang up after (s)"
+        "--abandon-after", type=float, default=15, help="abandoning callers hang up after (s)"
     )
     parser.add_argument(
         "--callback-after", type=int, default=11, help="whole seconds from 1 to the callback key"
