@@ -369,7 +369,7 @@ def test_figures_that_disagree_fail_their_comparison() -> None:
 
 def test_args_defaults_are_the_soak_of_the_issue() -> None:
     args = parse_args([])
-    assert (args.minutes, args.rate, args.warmup_minutes, args.rss_bound_mib) == (30, 5, 5, 10)
+    assert (args.minutes, args.rate, args.warmup_minutes, args.rss_bound_mib) == (30, 9, 5, 10)
     with pytest.raises(SystemExit):
         parse_args(["--agents", "81"])
     with pytest.raises(SystemExit):
