@@ -87,6 +87,7 @@ from acd.tickets.calls import arrival, finish, recording
 from acd.tickets.calls import rating as call_rating
 from callback.dialer import TALK_LEASE, CallbackDialer
 from callback.escape import Booking, run_escape
+from callback.schedule import welcome_announcement
 from ivr.flow import FlowError, FlowResult, caller_facts
 from ivr.prompts import PromptError, install_for_config
 from ivr.runner import run_flow
@@ -132,9 +133,6 @@ EXIT_OK = 0
 EXIT_AMI_REFUSED = 2
 EXIT_STORE_UNAVAILABLE = 3
 EXIT_AMI_UNREACHABLE = 4
-# Prompts the welcome announcement may compose: core sounds have digits/1 .. digits/20 in
-# every language we ship; longer waits are not announced as a number.
-_ANNOUNCED_MINUTES_MAX = 20
 _DIALER_PERIOD = 1.0
 # How long a change waits for the next ones before gauges and the wall screen show them all.
 _DESK_REFRESH_DELAY = 0.1
@@ -818,9 +816,13 @@ class Daemon:
                 },
             )
             try:
-                announce = self._welcome_announcement(decision.queue, decision.expected_wait)
+                announce = (
+                    welcome_announcement(self._config.queue(decision.queue), decision.expected_wait)
+                    if decision.queue is not None
+                    else ()
+                )
                 if announce:
-                    await session.set_variable("FIRSTLINE_ANNOUNCE", announce)
+                    await session.set_variable("FIRSTLINE_ANNOUNCE", "&".join(announce))
                 if decision.queue is None:
                     # Closed or unroutable: until the IVR can offer a callback, the dialplan's
                     # fallback queue keeps the caller with a person rather than hanging up.
@@ -1223,26 +1225,6 @@ class Daemon:
             self._log.warning("callback.originate_failed", error=str(error))
             return False
         return result.ok
-
-    def _welcome_announcement(self, queue_id: str | None, estimate: Any) -> str:
-        """Files Background() plays on joining: the expected wait, then the callback offer.
-
-        Nothing when a qualified agent is free now. The wait is told only when the estimate
-        is reliable and short enough to say with core sounds in every language; the offer
-        only where the queue makes it.
-        """
-        if queue_id is None:
-            return ""
-        if estimate is not None and estimate.reliable and estimate.seconds == 0:
-            return ""  # an agent is free: put the caller through, not through an offer
-        queue = self._config.queue(queue_id)
-        files: list[str] = []
-        minutes = estimate.announce_minutes if estimate is not None else None
-        if minutes is not None and 1 <= minutes <= _ANNOUNCED_MINUTES_MAX:
-            files += ["firstline/expected-wait", f"digits/{minutes}", "minutes"]
-        if queue.callback.enabled:
-            files.append(f"firstline/callback-offer-{queue.callback.digit}")
-        return "&".join(files)
 
     async def _callbacks_forever(self) -> None:
         """Run the dialer and refresh the pending-callbacks gauge; never let a round fail."""

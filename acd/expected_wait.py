@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "DEFAULT_MIN_SAMPLES",
+    "SHORTEST_TOLD_WAIT",
     "QueueSnapshot",
     "WaitEstimate",
     "busy_remaining",
@@ -24,6 +25,10 @@ __all__ = [
 
 DEFAULT_MIN_SAMPLES = 20
 """Handle-time samples below which the observed mean is too noisy to tell a caller."""
+
+SHORTEST_TOLD_WAIT = 30.0
+"""Seconds below which a wait is not told: "about 1 minute" would promise a wait the caller
+will not have (a busy agent about to finish)."""
 
 # A float sum such as 3 * 60.000000000001 must still read "3 minutes", not 4.
 _MINUTE_SLACK = 1e-9
@@ -90,8 +95,9 @@ class WaitEstimate:
 
     @property
     def announce_minutes(self) -> int | None:
-        """Minutes to tell the caller ("about N minutes"), or ``None`` if it must not be told."""
-        if not self.reliable or self.seconds is None:
+        """Minutes to tell the caller ("about N minutes"), or ``None`` if it must not be told:
+        unreliable, or shorter than `SHORTEST_TOLD_WAIT`."""
+        if not self.reliable or self.seconds is None or self.seconds < SHORTEST_TOLD_WAIT:
             return None
         return rounded_up_minutes(self.seconds)
 

@@ -457,6 +457,8 @@ class LiveState:
             self._unknown_call(uniqueid, "mark_callback", now, out)
         else:
             self._finish(call, Outcome.CALLBACK_REQUESTED, now, out)
+            # app_queue cancelled any ring without a word (no AgentRingNoAnswer for the key).
+            self._release_ringing(call, now, out, "mark_callback")
             self._call_move(call, CallTrigger.CALLBACK, now, out, "mark_callback")
             self._retire(call)
         self._touch(out)

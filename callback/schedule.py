@@ -6,8 +6,8 @@ position the caller would have now, by priority and then original join time. app
 offers it to the next free qualified agent in the same order as live callers, with the same
 strategy, penalties, ring-in-use and wrap-up rules; when an agent answers the held place,
 the agent hears the ticket (whisper) and the customer is dialled. This module decides how
-many places each queue holds, where they go, and when a failed attempt is retried. No I/O,
-no asyncio, no clock: `now` comes in.
+many places each queue holds, where they go, when a failed attempt is retried, and whether
+a joining caller hears the offer. No I/O, no asyncio, no clock: `now` comes in.
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from acd.config import CallbackDialing, Config, Queue
+from acd.expected_wait import WaitEstimate
 from acd.state import StateSnapshot, WaitingCaller
 from acd.state_machines import AgentState
+from ivr.prompts import sound
 
 __all__ = [
     "HeldPlace",
@@ -26,7 +28,12 @@ __all__ = [
     "place_position",
     "places_wanted",
     "retry_at",
+    "welcome_announcement",
 ]
+
+# Core sounds have digits/1 .. digits/20 in every language we ship; a longer wait is not
+# told as a number.
+_TOLD_MINUTES_MAX = 20
 
 _STAFFED = frozenset(
     {AgentState.AVAILABLE, AgentState.RINGING, AgentState.ON_CALL, AgentState.WRAP_UP}
@@ -40,6 +47,31 @@ class HeldPlace:
     uniqueid: str
     priority: int
     joined_at: float
+
+
+def welcome_announcement(queue: Queue, estimate: WaitEstimate | None) -> tuple[str, ...]:
+    """What a caller joining `queue` hears before the wait (Background() files, in order):
+    the expected wait, then the callback offer; nothing when an agent is free or about to be.
+
+    The wait is told when `WaitEstimate.announce_minutes` allows it and core sounds can say
+    it in every language. The offer is made only when the wait is worth leaving: over the
+    queue's `offer_on_joining_over`, or not known reliably (nobody logged in, too few calls
+    to know a handle time), when the caller would rather hear the option. A caller who
+    waits on hears the periodic offers anyway.
+    """
+    files: list[str] = []
+    minutes = estimate.announce_minutes if estimate is not None else None
+    if minutes is not None and minutes <= _TOLD_MINUTES_MAX:
+        files += [sound("expected-wait"), f"digits/{minutes}", "minutes"]
+    callback = queue.callback
+    if callback.enabled and (
+        estimate is None
+        or not estimate.reliable
+        or estimate.seconds is None
+        or estimate.seconds > callback.offer_on_joining_over
+    ):
+        files.append(sound("callback-offer", callback.digit))
+    return tuple(files)
 
 
 def retry_at(policy: CallbackDialing, attempts_made: int, now: dt.datetime) -> dt.datetime | None:

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from acd.config.model import Agent, Config, Queue
+from ivr.prompts import sound
 
 __all__ = ["HELD_PLACE_RULE", "SECRET_FILES", "RenderError", "render", "write_rendered"]
 
@@ -516,7 +517,7 @@ def _queue_section(queue: Queue) -> str:
     ]
     if queue.callback.enabled:
         settings += [
-            ("periodic-announce", f"firstline/callback-offer-{queue.callback.digit}"),
+            ("periodic-announce", sound("callback-offer", queue.callback.digit)),
             ("periodic-announce-frequency", queue.callback.offer_every),
             # A digit with an extension in this context takes the caller out of Queue().
             ("context", f"firstline-queue-{queue.id}"),

@@ -17,7 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from acd.config import CallbackDialing, Config, Queue, load_config
-from acd.config.model import EscalationStep
+from acd.config.model import Callback, EscalationStep
+from acd.expected_wait import WaitEstimate
 from acd.state import (
     HELD_PLACE_PREFIX,
     AgentView,
@@ -35,6 +36,7 @@ from callback.schedule import (
     place_position,
     places_wanted,
     retry_at,
+    welcome_announcement,
 )
 
 DESK = """\
@@ -347,6 +349,61 @@ def test_penalty_bound_property(
     later = max_penalty_after(queue, waited + 30, default)
     if reached:
         assert later >= max_penalty_after(queue, waited, default)
+
+
+# --- welcome_announcement -----------------------------------------------------------------
+
+WAIT_TOLD = ("firstline/expected-wait", "digits/{}", "minutes")
+OFFER = "firstline/callback-offer-9"
+
+
+def _told(minutes: int) -> tuple[str, ...]:
+    return tuple(part.format(minutes) for part in WAIT_TOLD)
+
+
+def _reliable(seconds: float) -> WaitEstimate:
+    return WaitEstimate(seconds, reliable=True, reason="test")
+
+
+@pytest.mark.parametrize(
+    ("estimate", "heard"),
+    [
+        # An agent is free, or about to be: straight into the queue, no offer.
+        (_reliable(0.0), ()),
+        (_reliable(4.0), ()),
+        # Told ("about 1 minute") but not worth leaving for.
+        (_reliable(45.0), _told(1)),
+        (_reliable(60.0), _told(1)),
+        (_reliable(61.0), (*_told(2), OFFER)),
+        (_reliable(20 * 60.0), (*_told(20), OFFER)),
+        # Too long to say with core sounds: only the offer.
+        (_reliable(20 * 60.0 + 1), (OFFER,)),
+        # Not known: the caller would rather hear the option.
+        (None, (OFFER,)),
+        (WaitEstimate(None, reliable=False, reason="no qualified agent logged in"), (OFFER,)),
+        (WaitEstimate(5.0, reliable=False, reason="only 3 handle-time samples"), (OFFER,)),
+    ],
+)
+def test_a_joining_caller_hears_the_wait_and_the_offer_only_when_worth_it(
+    desk: Config, estimate: WaitEstimate | None, heard: tuple[str, ...]
+) -> None:
+    assert desk.queue("first").callback.offer_on_joining_over == 60  # the default
+    assert welcome_announcement(desk.queue("first"), estimate) == heard
+
+
+def test_the_offer_threshold_and_key_come_from_the_queue(desk: Config) -> None:
+    def queue(**callback: Any) -> Queue:
+        return desk.queue("first").model_copy(update={"callback": Callback(**callback)})
+
+    always = queue(offer_on_joining_over=0)
+    assert welcome_announcement(always, _reliable(3.0)) == (OFFER,)
+    assert welcome_announcement(always, _reliable(0.0)) == ()  # a free agent: never an offer
+    # The installed file names of * and #, as the prompts are rendered (not "-*").
+    star = queue(digit="*", offer_on_joining_over=0)
+    assert welcome_announcement(star, _reliable(3.0)) == ("firstline/callback-offer-star",)
+    assert welcome_announcement(queue(digit="#"), None) == ("firstline/callback-offer-hash",)
+    assert welcome_announcement(queue(enabled=False), _reliable(600.0)) == _told(10)
+    assert welcome_announcement(queue(enabled=False), None) == ()
 
 
 # --- the dialer ---------------------------------------------------------------------------

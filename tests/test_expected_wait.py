@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from acd.erlang import average_speed_of_answer, erlang_c
 from acd.expected_wait import (
     DEFAULT_MIN_SAMPLES,
+    SHORTEST_TOLD_WAIT,
     QueueSnapshot,
     WaitEstimate,
     _release_time_in_rounds,
@@ -57,6 +58,15 @@ def test_each_position_takes_the_next_release(position: int, expected: float) ->
 def test_idle_agent_for_this_caller_means_no_wait_even_without_handle_time() -> None:
     estimate = expected_wait(_snapshot(2, available=2, aht=None, samples=0))
     assert estimate == WaitEstimate(0.0, reliable=True, reason="a qualified agent is idle")
+
+
+@pytest.mark.parametrize(
+    ("seconds", "told"),
+    [(0.0, None), (5.0, None), (29.9, None), (30.0, 1), (60.0, 1), (60.5, 2), (1200.0, 20)],
+)
+def test_a_wait_under_half_a_minute_is_not_told(seconds: float, told: int | None) -> None:
+    """A busy agent about to finish must not turn into "about 1 minute" (and an offer)."""
+    assert WaitEstimate(seconds, reliable=True, reason="test").announce_minutes == told
 
 
 def test_no_agent_logged_in_gives_no_estimate() -> None:
@@ -171,8 +181,12 @@ def test_estimate_is_non_negative_deterministic_and_never_announced_unreliable(
         assert estimate.announce_minutes is None
     else:
         assert snapshot.agents_logged_in > 0
-        assert estimate.announce_minutes is not None
-        assert estimate.announce_minutes >= 1
+        assert estimate.seconds is not None
+        if estimate.seconds < SHORTEST_TOLD_WAIT:
+            assert estimate.announce_minutes is None
+        else:
+            assert estimate.announce_minutes is not None
+            assert estimate.announce_minutes >= 1
 
 
 @given(snapshots, st.integers(min_value=1, max_value=50))

@@ -62,6 +62,23 @@ def test_one_queue_section_per_queue(config: Config) -> None:
         assert ("monitor-format = wav" in lines) == queue.record
 
 
+def test_the_periodic_offer_plays_the_installed_prompt_of_the_key(
+    config: Config, tmp_path: Path
+) -> None:
+    """`*` and `#` name their prompt files "star" and "hash" (ivr.prompts): the periodic offer
+    must play that file, not a "callback-offer-*" Asterisk cannot find."""
+    queues = _sections(render(config)["queues.conf"])
+    assert "periodic-announce = firstline/callback-offer-9" in queues["first-en"]
+    text = EXAMPLE.read_text(encoding="utf-8")
+    path = tmp_path / "starred.yaml"
+    path.write_text(text.replace('digit: "9"', 'digit: "*"', 1), encoding="utf-8")
+    starred = load_config(path)
+    init_missing_secret_files(starred)
+    assert starred.queue("first-en").callback.digit == "*"
+    queues = _sections(render(starred)["queues.conf"])
+    assert "periodic-announce = firstline/callback-offer-star" in queues["first-en"]
+
+
 def test_penaltychange_lines_follow_escalation(config: Config) -> None:
     rules = _sections(render(config)["queuerules.conf"])
     assert rules["first-en"] == ["penaltychange => 45,1", "penaltychange => 120,2"]

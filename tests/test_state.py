@@ -220,6 +220,35 @@ def test_key_press_exit_then_callback_is_not_an_abandon() -> None:
     assert state.apply(_event("Hangup", Uniqueid="u1"), 140.0) == []  # retired quietly
 
 
+def test_the_callback_key_while_an_agent_rings_frees_the_agent() -> None:
+    """app_queue cancels the ring with no AgentRingNoAnswer when the caller leaves by the
+    callback key: the booking must free the agent (soak of 2026-12-06: one agent stayed
+    "ringing" for good)."""
+    state = _state()
+    state.apply(_member("QueueMemberAdded", ALICE), 0.0)
+    state.apply(_member("QueueMemberAdded", BOB), 0.0)
+    state.apply(_join("u1"), 1.0)
+    state.apply(_agent_event("AgentCalled", "u1", ALICE), 2.0)
+    state.apply(_agent_event("AgentCalled", "u1", BOB), 2.0)
+    state.apply(_leave("u1"), 3.0)  # the key: QueueCallerLeave, and nothing for the ring
+    # Leaving is also app_queue's first word of an answer (AgentConnect follows): not yet.
+    assert state.snapshot().agents["alice"].state is AgentState.RINGING
+    changes = state.mark_callback("u1", 3.5)
+    assert [(c.agent_id, c.after) for c in changes if isinstance(c, AgentChanged)] == [
+        ("alice", AgentState.AVAILABLE),
+        ("bob", AgentState.AVAILABLE),
+    ]
+    assert _anomalies(changes) == []
+    snap = state.snapshot()
+    assert {a.state for a in snap.agents.values()} == {AgentState.AVAILABLE}
+    assert snap.agent_counts[AgentState.AVAILABLE] == 2
+    assert snap.agent_counts[AgentState.RINGING] == 0
+    # The next caller rings alice as usual.
+    state.apply(_join("u2"), 4.0)
+    state.apply(_agent_event("AgentCalled", "u2", ALICE), 4.5)
+    assert state.snapshot().agents["alice"].call == "u2"
+
+
 def test_rejoining_the_same_queue_is_a_timeout_another_queue_an_overflow() -> None:
     state = _state()
     state.apply(_join("u1"), 0.0)

@@ -273,6 +273,14 @@ class Callback(_Model):
     offer_every: PositiveSeconds = Field(
         default=30, description="Seconds between the offers played to a waiting caller."
     )
+    offer_on_joining_over: Seconds = Field(
+        default=60,
+        description=(
+            "Offer the callback as the caller joins only when the expected wait is over these "
+            "seconds (a wait not known reliably counts as long): a short wait is better waited "
+            "out. The periodic offers during the wait are not affected."
+        ),
+    )
     record_description: Annotated[int, Field(ge=0, le=120)] = Field(
         default=0,
         description="Seconds the caller may speak to describe the problem (0: don't ask).",

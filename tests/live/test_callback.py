@@ -26,6 +26,7 @@ from tests.live.harness import (
     dial_feature_code,
     logout_everyone,
     place_call,
+    wait_members,
     waiting_callers,
 )
 
@@ -194,6 +195,50 @@ async def test_the_key_works_at_every_moment_of_the_wait(
     assert len(set(booked.values())) == len(callers)
     for uid in callers:
         assert uid not in await waiting_callers(ami, "first-level")
+
+
+async def test_the_key_while_an_agent_rings_frees_the_agent(
+    ami: AmiClient, daemon: DaemonProcess, agents_talk_long: None
+) -> None:
+    """The caller presses 9 while alice's phone rings: app_queue cancels the ring and says
+    nothing of it (no AgentRingNoAnswer). Once the ticket is booked the daemon counts alice
+    available again, and she takes the callback."""
+    await logout_everyone(ami)
+    await ami.action("Setvar", {"Variable": "AGENT_RING", "Value": "15"}, timeout=5)
+    try:
+        await dial_feature_code(ami, "*21", "201")
+        await wait_members(ami, "first-level", lambda members: ALICE in members)
+        caller = await place_call(ami, "+4930555000404", "press9", {"PRESS_AFTER": "4"})
+        # alice, the only agent logged in, rings for 15 s; the key comes during the ring.
+        await _wait_log(
+            daemon,
+            lambda line: line.get("ami_event") == "AgentCalled" and line["uniqueid"] == caller,
+        )
+        booked = await _wait_log(
+            daemon,
+            lambda line: line.get("event") == "callback.booked" and line["uniqueid"] == caller,
+            within=60,
+        )
+    finally:
+        await ami.action("Setvar", {"Variable": "AGENT_RING", "Value": ""}, timeout=5)
+    lines = list(daemon.lines())
+    after_booking = lines[lines.index(booked) :]
+    alice = [
+        (line["before"], line["after"])
+        for line in after_booking
+        if line.get("event") == "agent.state" and line["agent"] == "alice"
+    ]
+    assert alice[:1] == [("ringing", "available")]
+    dialling = await _wait_log(
+        daemon, lambda line: line.get("event") == "callback.dialling", within=40
+    )
+    assert dialling["agent"] == "alice"
+    ended = await _wait_log(
+        daemon, lambda line: line.get("event") == "callback.attempt_ended", within=60
+    )
+    assert ended["outcome"] == "answered"
+    await _until(lambda: _metric_is('acd_agents{state="ringing"}', 0.0))
+    await logout_everyone(ami)
 
 
 async def test_an_unreachable_customer_is_retried_then_the_ticket_waits(
