@@ -1257,19 +1257,28 @@ class Daemon:
         """A waiting caller pressed the escape key: confirm, book, and hand back to the dialplan.
 
         FIRSTLINE_CALLBACK is set last and only to 'booked' once the ticket is committed;
-        'failed' (store down, too slow) or 'cancelled' (no usable number) put the caller
-        back at their place in the queue.
+        'failed' (store down, too slow), 'cancelled' (no usable number) or anything else put
+        the caller back at their place in the queue, where their visit goes on.
         """
+        uniqueid = session.request.env.get("agi_uniqueid", "")
+        booked = False
+        try:
+            booked = await self._callback_dialogue(session, uniqueid)
+        finally:
+            if not booked:
+                self._publish(self._state.mark_returning(uniqueid, self._now()))
+
+    async def _callback_dialogue(self, session: AgiSession, uniqueid: str) -> bool:
+        """The escape dialogue and the booking; True once the caller has a committed ticket."""
         env = session.request.env
         args = session.request.args
         queue_id = args[0] if args else ""
-        uniqueid = env.get("agi_uniqueid", "")
         try:
             queue = self._config.queue(queue_id)
         except KeyError:
             session.log.warning("callback.unknown_queue", queue=queue_id[:40])
             await session.set_variable("FIRSTLINE_CALLBACK", "failed")
-            return
+            return False
         session.log = session.log.bind(queue=queue.id)
         snapshot = self._state.snapshot()
         call = snapshot.calls.get(uniqueid)
@@ -1333,12 +1342,12 @@ class Daemon:
                 "callback.booking_failed", queue=queue.id, error=repr(error)
             )
             await session.set_variable("FIRSTLINE_CALLBACK", "failed")
-            return
+            return False
         booking = outcome.booking
         if booking is None:
             session.log.info("callback.cancelled", queue=queue.id)
             await session.set_variable("FIRSTLINE_CALLBACK", outcome.status)
-            return
+            return False
         await session.set_variable("FIRSTLINE_TICKET", booking.ticket_number)
         await session.set_variable("FIRSTLINE_CALLBACK_ID", str(booking.callback_id))
         if not booking.created:
@@ -1362,6 +1371,7 @@ class Daemon:
             joined_at=joined,
         )
         self._booked(booking, queue.id, uniqueid)
+        return True
 
     def _booked(self, booking: Booking, queue_id: str, uniqueid: str) -> None:
         """The caller left the queue with a committed callback: their call ends here."""

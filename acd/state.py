@@ -18,7 +18,8 @@ Outcome of a queue visit ("leg"), one `FinishedCall` per leg:
   hung up after having waited at least the queue's `max_wait_seconds`.
 - callback_requested: `mark_callback()` (the callback AGI booked a ticket). app_queue sends
   no QueueCallerAbandon for the key press that leads there, and counts it as abandoned;
-  Firstline does not.
+  Firstline does not. A caller who goes back to their place without a ticket
+  (`mark_returning()`) goes on with the same visit when they join the queue again.
 - overflowed: `mark_overflow()`, or the caller joined a *different* queue next.
 - unknown: the call vanished while the AMI link was down (found missing at `resync`).
 A call leaves the live state ("retired", kept in a bounded ring of finished legs) as soon
@@ -296,6 +297,7 @@ class _Call:
     queue: str | None = None
     joined_at: float | None = None
     left_at: float | None = None  # left the queue alive, outcome not decided yet
+    returning_to: str | None = None  # back to this queue at its place: the visit goes on
     connected_at: float | None = None
     hold: float | None = None
     agent_id: str | None = None
@@ -461,6 +463,26 @@ class LiveState:
             self._release_ringing(call, now, out, "mark_callback")
             self._call_move(call, CallTrigger.CALLBACK, now, out, "mark_callback")
             self._retire(call)
+        self._touch(out)
+        return out
+
+    def mark_returning(self, uniqueid: str, now: float) -> list[Change]:
+        """The caller left the queue for the callback dialogue and goes back to their place
+        without a ticket (cancelled, or the booking failed): their next join of that queue
+        continues this visit, with its wait from the first join, rather than ending it as
+        a timeout."""
+        out: list[Change] = []
+        call = self._calls.get(uniqueid)
+        if call is None:
+            self._unknown_call(uniqueid, "mark_returning", now, out)
+        elif call.state is CallState.ROUTING and call.left_at is not None:
+            call.returning_to = call.queue
+            # app_queue cancelled any ring when the caller left by the key, without a word.
+            self._release_ringing(call, now, out, "mark_returning")
+        else:
+            out.append(
+                Anomaly("mark_ignored", f"{uniqueid} is {call.state}", "mark_returning", now)
+            )
         self._touch(out)
         return out
 
@@ -907,8 +929,12 @@ class LiveState:
         if call.state in (CallState.QUEUED, CallState.RINGING) and call.queue == queue:
             out.append(Anomaly("duplicate_join", f"{uniqueid} in {queue}", event.name, now))
             return
-        call = self._arrive(call, queue, now, out, event.name, source=event)
-        call.joined_at, call.left_at, call.hold = now, None, None
+        returning, call.returning_to = call.returning_to, None
+        if returning == queue and call.left_at is not None and call.joined_at is not None:
+            call.left_at = None  # back at their place: the same visit, waiting since then
+        else:
+            call = self._arrive(call, queue, now, out, event.name, source=event)
+            call.joined_at, call.left_at, call.hold = now, None, None
         self._enqueue(call, queue, _int(event.get("Position"), 0) or None)
         self._call_move(call, CallTrigger.JOIN, now, out, event.name)
 

@@ -249,6 +249,45 @@ def test_the_callback_key_while_an_agent_rings_frees_the_agent() -> None:
     assert state.snapshot().agents["alice"].call == "u2"
 
 
+def test_back_at_their_place_without_a_ticket_the_visit_goes_on() -> None:
+    """The caller pressed the key while alice rang, then cancelled (or the booking failed):
+    the dialplan puts them back at their place. One visit, waiting since the first join,
+    not a timeout and a second offer."""
+    state = _state()
+    state.apply(_member("QueueMemberAdded", ALICE), 0.0)
+    state.apply(_join("u1"), 10.0)
+    state.apply(_agent_event("AgentCalled", "u1", ALICE), 11.0)
+    state.apply(_leave("u1"), 12.0)
+    changes = state.mark_returning("u1", 30.0)
+    assert [(c.agent_id, c.after) for c in changes if isinstance(c, AgentChanged)] == [
+        ("alice", AgentState.AVAILABLE)
+    ]
+    rejoined = state.apply(_join("u1", position=1), 30.5)
+    assert not [c for c in rejoined if isinstance(c, CallFinished)]
+    assert _anomalies(rejoined) == []
+    [waiting] = state.snapshot().queues[Q].waiting
+    assert (waiting.uniqueid, waiting.joined_at) == ("u1", 10.0)
+    state.apply(_agent_event("AgentCalled", "u1", ALICE), 31.0)
+    state.apply(_agent_event("AgentConnect", "u1", ALICE, HoldTime="21"), 32.0)
+    state.apply(_agent_event("AgentComplete", "u1", ALICE, TalkTime="8"), 40.0)
+    [record] = [f for f in state.finished() if f.uniqueid == "u1"]
+    assert record.outcome is Outcome.ANSWERED
+    assert record.wait == pytest.approx(22.0)
+
+
+def test_back_at_their_place_then_gone_is_one_abandoned_visit() -> None:
+    state = _state(short=5)
+    state.apply(_join("u1"), 10.0)
+    state.apply(_leave("u1"), 20.0)
+    state.mark_returning("u1", 25.0)
+    state.apply(_event("Hangup", Uniqueid="u1"), 26.0)
+    assert _outcome(state, "u1") == [Outcome.ABANDONED]
+    # Returning is only for a caller who left the queue alive and is not back yet.
+    state.apply(_join("u2"), 30.0)
+    assert [a.kind for a in _anomalies(state.mark_returning("u2", 31.0))] == ["mark_ignored"]
+    assert state.mark_returning("u1", 32.0) == []  # retired: nothing to say
+
+
 def test_rejoining_the_same_queue_is_a_timeout_another_queue_an_overflow() -> None:
     state = _state()
     state.apply(_join("u1"), 0.0)
@@ -479,7 +518,7 @@ _VOCABULARY: list[Event] = [e for e, _ in TRANSCRIPT_DATA.broadcast] + [
     _event("Hangup", Uniqueid=C2),
     _event("Hangup", Uniqueid=C1),
 ]
-_MARKS = ["callback", "overflow", "timeout", "tick", "resync"]
+_MARKS = ["callback", "returning", "overflow", "timeout", "tick", "resync"]
 _step = st.one_of(
     st.sampled_from(range(len(_VOCABULARY))),
     st.tuples(st.sampled_from(_MARKS), st.sampled_from([C1, C2, C3])),
@@ -520,6 +559,8 @@ def test_any_interleaving_never_raises_and_keeps_invariants(steps: list[Any]) ->
             kind, uid = step
             if kind == "callback":
                 state.mark_callback(uid, now)
+            elif kind == "returning":
+                state.mark_returning(uid, now)
             elif kind == "overflow":
                 state.mark_overflow(uid, "second-printing", now)
             elif kind == "timeout":

@@ -154,6 +154,19 @@ async def test_a_locked_database_during_the_callback_step_puts_the_caller_back(
     async with TicketStore(daemon.store_url) as store:
         assert await store.list() == []  # nothing half-written
     await ami.action("Hangup", {"Channel": "/^Local/100@firstline-hotline-/"}, timeout=5)
+    # Back at their place, the same visit went on: one abandoned visit, no timeout.
+    gone = await asyncio.to_thread(
+        daemon.wait_for,
+        lambda line: line.get("event") == "call.finished" and line["uniqueid"] == presser,
+        10,
+    )
+    visits = [
+        line["outcome"]
+        for line in daemon.lines()
+        if line.get("event") == "call.finished" and line["uniqueid"] == presser
+    ]
+    assert visits == ["abandoned"]
+    assert gone["wait"] > 6
 
 
 async def _asterisk_view(ami: AmiClient) -> tuple[int, int]:
