@@ -144,6 +144,21 @@ _RECORDS_DRAIN_SECONDS = 5.0
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9.-]")
 
 
+def _ticket_facts(tickets: Sequence[Ticket], flow: FlowResult | None) -> tuple[TicketFacts, ...]:
+    """The caller's open tickets as routing weighs them, with the menu's priority hint."""
+    # A new request (the menu said so): the tickets still raise the priority, their
+    # owners wait.
+    owners = flow is None or flow.wants_owner
+    facts = tuple(
+        TicketFacts(number=t.number, priority=t.priority, owner=t.owner if owners else None)
+        for t in tickets
+    )
+    if flow is not None and flow.priority is not None:
+        # The menu's priority hint raises the call like a ticket of that priority.
+        facts += (TicketFacts(number=_MENU_HINT, priority=flow.priority, owner=None),)
+    return facts
+
+
 def _safe_name(text: str) -> str:
     """`text` as a file-name part or dialplan argument: no separators, at most 64 chars."""
     return _UNSAFE_CHARS.sub("_", text)[:64]
@@ -752,28 +767,17 @@ class Daemon:
         uniqueid = env.get("agi_uniqueid", "")
         customer, tickets, customer_id = await self._caller_record(session, caller)
         language = env.get("agi_language", "")
-        ticket_facts = tuple(
-            TicketFacts(number=t.number, priority=t.priority, owner=t.owner) for t in tickets
-        )
         flow = await self._run_ivr(session, caller, tickets, uniqueid)
+        # The dialplan's variables go in as few round trips as they can, once decided.
+        variables: dict[str, str] = {}
         if flow is not None:
             language = flow.language
             required = {**required, **flow.skills}
             if flow.skills:
+                # At once: the callback and transfer steps read it even when routing fails.
                 await session.set_variable("FIRSTLINE_SKILLS", flow.skills_text())
             if flow.category:
-                await session.set_variable("FIRSTLINE_CATEGORY", flow.category)
-            if not flow.wants_owner:
-                # A new request: the tickets still raise the priority, their owners wait.
-                ticket_facts = tuple(
-                    TicketFacts(number=t.number, priority=t.priority, owner=None)
-                    for t in ticket_facts
-                )
-            if flow.priority is not None:
-                # The menu's priority hint raises the call like a ticket of that priority.
-                ticket_facts += (
-                    TicketFacts(number=_MENU_HINT, priority=flow.priority, owner=None),
-                )
+                variables["FIRSTLINE_CATEGORY"] = flow.category
         self._record_arrival(
             uniqueid=uniqueid,
             caller=caller,
@@ -785,14 +789,14 @@ class Daemon:
         if flow is not None and flow.fell_back:
             # No usable answer: the dialplan's fallback queue, never a hang-up.
             session.log.info("call.ivr_fallback", reason=flow.reason, failed_at=flow.failed_at)
-            await session.set_variable("FIRSTLINE_ROUTE", "ivr-fallback")
+            await session.set_variables({**variables, "FIRSTLINE_ROUTE": "ivr-fallback"})
             return
         facts = CallFacts(
             uniqueid=uniqueid,
             # Caller ID is whatever the far end sent: only a valid number goes on.
             caller_number=normalise_number(caller, self._config.hotline.region) or "",
             customer=customer,
-            open_tickets=ticket_facts,
+            open_tickets=_ticket_facts(tickets, flow),
             # The hotline passes the number the caller dialled as the first argument.
             dialed=args[0] if args else env.get("agi_extension", ""),
             language=language,
@@ -822,18 +826,19 @@ class Daemon:
                     else ()
                 )
                 if announce:
-                    await session.set_variable("FIRSTLINE_ANNOUNCE", "&".join(announce))
+                    variables["FIRSTLINE_ANNOUNCE"] = "&".join(announce)
                 if decision.queue is None:
                     # Closed or unroutable: until the IVR can offer a callback, the dialplan's
                     # fallback queue keeps the caller with a person rather than hanging up.
-                    await session.set_variable("FIRSTLINE_ROUTE", decision.status)
+                    await session.set_variables({**variables, "FIRSTLINE_ROUTE": decision.status})
                     return
                 # What the agent's phone shows (SIP headers on the ringing leg): only ids the
                 # store made or the admin imported, made safe for dialplan arguments.
-                if tickets:
-                    await session.set_variable("FIRSTLINE_TICKET", tickets[0].number)
+                ticket = tickets[0].number if tickets else None
+                if ticket:
+                    variables["FIRSTLINE_TICKET"] = ticket
                 if customer_id:
-                    await session.set_variable("FIRSTLINE_CUSTOMER", _safe_name(customer_id))
+                    variables["FIRSTLINE_CUSTOMER"] = _safe_name(customer_id)
                 await self._hand_to_queue(
                     session,
                     decision.queue,
@@ -841,6 +846,8 @@ class Daemon:
                     max_penalty=decision.max_penalty,
                     max_wait=decision.max_wait,
                     preferred_agent=decision.preferred_agent,
+                    ticket=ticket,
+                    variables=variables,
                 )
             finally:
                 # Once the dialplan has what it needs (or the caller left meanwhile): the
@@ -992,35 +999,37 @@ class Daemon:
         max_penalty: int,
         max_wait: int,
         preferred_agent: str | None,
+        ticket: str | None,
+        variables: Mapping[str, str] | None = None,
     ) -> None:
-        """The channel variables the dialplan's ``queue`` step reads (route and transfer)."""
+        """Set the channel variables the dialplan's ``queue`` step reads (route and
+        transfer), after `variables`; `ticket` is the caller's, for a recording's link."""
+        chosen = dict(variables or {})
         if preferred_agent is not None:
             preferred = self._config.agent(preferred_agent)
-            await session.set_variable("FIRSTLINE_PREFERRED", preferred.dial_interface)
-            await session.set_variable(
-                "FIRSTLINE_PREFERRED_RING", str(self._config.hotline.preferred_ring)
-            )
+            chosen["FIRSTLINE_PREFERRED"] = preferred.dial_interface
+            chosen["FIRSTLINE_PREFERRED_RING"] = str(self._config.hotline.preferred_ring)
         target = self._config.queue(queue)
-        await session.set_variable("FIRSTLINE_QUEUE_OPTIONS", "c" if target.rating else "")
+        chosen["FIRSTLINE_QUEUE_OPTIONS"] = "c" if target.rating else ""
         if target.record:
-            await self._record_conversation(session)
-        await session.set_variable("FIRSTLINE_PRIO", priority)
-        await session.set_variable("FIRSTLINE_MAX_PENALTY", str(max_penalty))
-        await session.set_variable("FIRSTLINE_MAX_WAIT", str(max_wait))
+            # '__': inherited by the agent's channel, where MixMonitor runs.
+            chosen["__FIRSTLINE_RECORDING"] = self._record_conversation(session, ticket)
+        chosen["FIRSTLINE_PRIO"] = priority
+        chosen["FIRSTLINE_MAX_PENALTY"] = str(max_penalty)
+        chosen["FIRSTLINE_MAX_WAIT"] = str(max_wait)
         # Set last: the dialplan takes the decision only when this is present.
-        await session.set_variable("FIRSTLINE_QUEUE", queue)
+        chosen["FIRSTLINE_QUEUE"] = queue
+        await session.set_variables(chosen)
 
-    async def _record_conversation(self, session: AgiSession) -> None:
+    def _record_conversation(self, session: AgiSession, ticket: str | None) -> str:
         """Name the recording of the conversation (the agent-answered gosub starts it) and
         link it to the call and the caller's ticket, so a disputed case can be heard again."""
         uniqueid = session.request.env.get("agi_uniqueid", "")
         now = self._clock()
         safe_uid = _safe_name(uniqueid)
         base = f"{self._config.hotline.recordings_dir}/{now:%Y%m%d-%H%M%S}-{safe_uid}"
-        # '__': inherited by the agent's channel, where MixMonitor runs.
-        await session.set_variable("__FIRSTLINE_RECORDING", base)
-        ticket = await session.get_variable("FIRSTLINE_TICKET")
         self._spawn(self._link_recording(uniqueid, ticket, f"{base}.wav"))
+        return base
 
     async def _link_recording(self, uniqueid: str, ticket: str | None, path: str) -> None:
         now = self._clock()
@@ -1077,6 +1086,7 @@ class Daemon:
             )
             queue = self._config.queue(decision.queue)
             session.log = session.log.bind(queue=queue.id)
+            ticket = await session.get_variable("FIRSTLINE_TICKET") if queue.record else None
             await self._hand_to_queue(
                 session,
                 queue.id,
@@ -1084,6 +1094,7 @@ class Daemon:
                 max_penalty=0,
                 max_wait=queue.max_wait,
                 preferred_agent=decision.preferred_agent,
+                ticket=ticket,
             )
         session.log.info(
             "call.transferred",

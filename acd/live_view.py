@@ -22,6 +22,15 @@ from acd.state_machines import AgentState, CallState
 __all__ = ["handle_times", "routing_view"]
 
 _BUSY = frozenset({AgentState.RINGING, AgentState.ON_CALL, AgentState.WRAP_UP})
+# The state says all the routing core asks of an agent: one shared value per state.
+_AVAILABILITY = {
+    state: AgentAvailability(
+        logged_in=state is not AgentState.LOGGED_OUT,
+        available=state is AgentState.AVAILABLE,
+        paused=state is AgentState.PAUSED,
+    )
+    for state in AgentState
+}
 
 
 def handle_times(
@@ -44,14 +53,7 @@ def routing_view(
     now: float,
 ) -> RoutingView:
     """The routing core's view of ``snapshot`` at ``now``, with the queues' ``handle_times``."""
-    agents = {
-        agent_id: AgentAvailability(
-            logged_in=view.state is not AgentState.LOGGED_OUT,
-            available=view.state is AgentState.AVAILABLE,
-            paused=view.state is AgentState.PAUSED,
-        )
-        for agent_id, view in snapshot.agents.items()
-    }
+    agents = {agent_id: _AVAILABILITY[view.state] for agent_id, view in snapshot.agents.items()}
     members: dict[str, list[tuple[AgentState, float]]] = {}
     for view in snapshot.agents.values():
         for queue_id, member in view.queues.items():

@@ -7,6 +7,8 @@ never an error and never passed on as it came.
 
 from __future__ import annotations
 
+import functools
+
 import phonenumbers
 
 __all__ = ["normalise_number", "spoken_digits"]
@@ -16,6 +18,9 @@ _E164_MAX_LENGTH = 16  # '+' and at most 15 digits
 _MIN_NATIONAL = 6  # shorter national numbers are internal extensions or service codes
 
 
+# A call asks for its caller's number several times (routing, records, callback offer), and
+# phonenumbers' parse is the dearest step of a route: bounded, so odd numbers cannot grow it.
+@functools.lru_cache(maxsize=1024)
 def normalise_number(raw: str, region: str) -> str | None:
     """``raw`` as E.164 (``+4930...``), or None when it is no usable number.
 

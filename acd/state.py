@@ -265,6 +265,17 @@ class StateSnapshot:
 # --- the mutable model (private) ----------------------------------------------------------
 
 
+class _ViewCached:
+    """Drops an object's cached `view` whenever another of its fields is assigned."""
+
+    __slots__ = ()
+
+    def __setattr__(self, name: str, value: object) -> None:
+        object.__setattr__(self, name, value)
+        if name != "view":
+            object.__setattr__(self, "view", None)
+
+
 @dataclass(slots=True)
 class _Member:
     penalty: int = 0
@@ -273,7 +284,7 @@ class _Member:
 
 
 @dataclass(slots=True)
-class _Agent:
+class _Agent(_ViewCached):
     agent_id: str
     interface: str
     configured: bool
@@ -285,10 +296,15 @@ class _Agent:
     members: dict[str, _Member] = field(default_factory=dict)
     call: str | None = None
     wrapup_until: float | None = None
+    # The agent's frozen view, kept until the agent changes: a snapshot is taken after
+    # every change, and rebuilding every agent's and call's view each time was most of
+    # the daemon's work per event. Assigning any field drops it (`_ViewCached`); code that
+    # changes `members` in place drops it itself.
+    view: AgentView | None = field(default=None, init=False, repr=False, compare=False)
 
 
 @dataclass(slots=True)
-class _Call:
+class _Call(_ViewCached):
     uniqueid: str
     state: CallState = CallState.ROUTING
     caller_number: str | None = None
@@ -305,6 +321,7 @@ class _Call:
     # The queue whose waiting list holds this call. Only `_enqueue` / `_unqueue` touch it,
     # so taking a call out of a list never depends on `queue`, which other paths rewrite.
     waiting_in: str | None = None
+    view: CallView | None = field(default=None, init=False, repr=False, compare=False)
 
 
 _CHANNEL_SUFFIX: Final = re.compile(r"-[0-9a-fA-F]+(;\d+)?$")
@@ -398,7 +415,9 @@ class LiveState:
             return []
         out: list[Change] = []
         handler(event, now, out)
-        self._touch(out)
+        # Forced: an event may change what a snapshot shows (a device state) without a
+        # Change record; the views of what it did not touch are kept, so it costs little.
+        self._touch(out, force=True)
         return out
 
     def tick(self, now: float) -> list[Change]:
@@ -516,20 +535,8 @@ class LiveState:
         queues = {
             name: QueueView(name, self._waiting_view(name)) for name in sorted(self._queue_names())
         }
-        agents = {a.agent_id: self._agent_view(a) for a in self._agents.values()}
-        calls = {
-            c.uniqueid: CallView(
-                c.uniqueid,
-                c.caller_number,
-                c.ivr,
-                c.state,
-                c.queue,
-                c.agent_id,
-                c.priority,
-                c.joined_at,
-            )
-            for c in self._calls.values()
-        }
+        agents = {a.agent_id: a.view or self._agent_view(a) for a in self._agents.values()}
+        calls = {c.uniqueid: c.view or self._call_view(c) for c in self._calls.values()}
         counts = dict.fromkeys(AgentState, 0)
         for agent in self._agents.values():
             counts[agent.state] += 1
@@ -574,7 +581,7 @@ class LiveState:
         self._resync_members(queues, members, now, out)
         self._resync_calls(queues, entries, alive, now, out)
         self._resync_agent_calls(members, alive, now, out)
-        self._touch(out)
+        self._touch(out, force=True)
         return out
 
     # --- agents -----------------------------------------------------------------------
@@ -668,6 +675,7 @@ class LiveState:
         new = member is None
         if member is None:
             member = agent.members[queue] = _Member()
+        agent.view = None
         before = (member.penalty, member.paused, member.reason)
         penalty = event.get("Penalty")
         if penalty is not None:
@@ -722,6 +730,7 @@ class LiveState:
         self, agent: _Agent, queue: str, now: float, out: list[Change], event: str
     ) -> None:
         member = agent.members.pop(queue)
+        agent.view = None
         out.append(
             MembershipChanged(
                 agent.agent_id, queue, False, member.paused, None, member.penalty, now
@@ -740,6 +749,7 @@ class LiveState:
         if queue and queue not in agent.members:
             out.append(Anomaly("missed_member", f"{agent.agent_id} is in {queue}", event, now))
             agent.members[queue] = _Member()
+            agent.view = None
             out.append(MembershipChanged(agent.agent_id, queue, True, False, None, 0, now))
             if agent.state is AgentState.LOGGED_OUT:
                 self._login(agent, now, out, event)
@@ -1275,7 +1285,7 @@ class LiveState:
             q: MemberView(q, m.penalty, m.paused, m.reason or None)
             for q, m in sorted(agent.members.items())
         }
-        return AgentView(
+        agent.view = AgentView(
             agent.agent_id,
             agent.interface,
             agent.state,
@@ -1286,6 +1296,21 @@ class LiveState:
             agent.since,
             agent.wrapup_until,
         )
+        return agent.view
+
+    @staticmethod
+    def _call_view(call: _Call) -> CallView:
+        call.view = CallView(
+            call.uniqueid,
+            call.caller_number,
+            call.ivr,
+            call.state,
+            call.queue,
+            call.agent_id,
+            call.priority,
+            call.joined_at,
+        )
+        return call.view
 
     def _touch(self, out: Sequence[Change], *, force: bool = False) -> None:
         if force or out:

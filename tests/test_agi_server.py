@@ -383,6 +383,48 @@ async def _request_done_lines(level: str, reply: bytes) -> list[dict[str, Any]]:
     return [json.loads(line) for line in out.getvalue().splitlines() if "agi.request_done" in line]
 
 
+async def test_set_variables_sends_each_run_of_plain_values_in_one_mset() -> None:
+    async def route(session: AgiSession) -> None:
+        await session.set_variables({"A": "1", "B": "x y", "C": "", "D": "q&r"})
+
+    srv = AgiServer(port=0, handlers={"route": route})
+    await srv.start()
+    try:
+        fake = await FakeAsterisk.connect(srv.port, "route")
+        assert await fake.command() == b"SET VARIABLE A 1\n"  # a run of one: no MSet
+        await fake.reply(b"200 result=1\n")
+        assert await fake.command() == b'SET VARIABLE B "x y"\n'
+        await fake.reply(b"200 result=1\n")
+        assert await fake.command() == b"EXEC MSet C=,D=q&r\n"
+        await fake.reply(b"200 result=0\n")
+        assert await fake.eof() == b""
+        await fake.close()
+        await _idle(srv)
+        assert srv.counters[("route", "ok")] == 1
+    finally:
+        await srv.close()
+
+
+async def test_set_variables_without_mset_sets_them_one_by_one() -> None:
+    async def route(session: AgiSession) -> None:
+        await session.set_variables({"FIRSTLINE_PRIO": "5", "FIRSTLINE_QUEUE": "first-en"})
+
+    srv = AgiServer(port=0, handlers={"route": route})
+    await srv.start()
+    try:
+        fake = await FakeAsterisk.connect(srv.port, "route")
+        assert await fake.command() == b"EXEC MSet FIRSTLINE_PRIO=5,FIRSTLINE_QUEUE=first-en\n"
+        await fake.reply(b"200 result=-2\n")  # no such application
+        assert await fake.command() == b"SET VARIABLE FIRSTLINE_PRIO 5\n"
+        await fake.reply(b"200 result=1\n")
+        assert await fake.command() == b"SET VARIABLE FIRSTLINE_QUEUE first-en\n"
+        await fake.reply(b"200 result=1\n")
+        assert await fake.eof() == b""
+        await fake.close()
+    finally:
+        await srv.close()
+
+
 async def test_request_done_is_one_json_line_with_what_the_handler_bound() -> None:
     [done] = await _request_done_lines("debug", b"200 result=1\n")
     assert list(done) == [
@@ -439,8 +481,10 @@ writeprotect = yes
 [agi-live]
 exten => s,1,Answer()
  same => n,Set(CALLERID(name)=José Müller)
+ same => n,Set(FIRSTLINE_OPTIONS=stale)
  same => n,AGI(agi://127.0.0.1:{port}/live,first arg)
  same => n,Verbose(1,AGILIVE status=${{AGISTATUS}} route=${{FIRSTLINE_ROUTE}})
+ same => n,Verbose(1,AGISET {set_vars})
  same => n,Hangup()
 """
 
@@ -458,6 +502,15 @@ async def test_live_asterisk_uses_the_variable_our_handler_sets(pbx, tmp_path: P
     async def live(session: AgiSession) -> None:
         seen.append((session.request.env["agi_calleridname"], session.request.args))
         await session.set_variable("FIRSTLINE_ROUTE", "queue-support")
+        await session.set_variables(
+            {
+                "FIRSTLINE_SKILLS": "printing:2,english:1",  # a comma: not for MSet
+                "FIRSTLINE_OPTIONS": "",
+                "FIRSTLINE_ANNOUNCE": "firstline/a&firstline/b",
+                "__FIRSTLINE_REC": "/var/spool/rec/20261206-1-x.y",
+                "FIRSTLINE_QUEUE": "first-en",
+            }
+        )
 
     srv = AgiServer(port=0, handlers={"live": live})
     await srv.start()
@@ -466,13 +519,25 @@ async def test_live_asterisk_uses_the_variable_our_handler_sets(pbx, tmp_path: P
         conf.mkdir()
         for name in ("asterisk.conf", "logger.conf", "manager.conf", "modules.conf"):
             (conf / name).write_bytes((TRANSCRIPTS / "asterisk-conf" / name).read_bytes())
-        (conf / "extensions.conf").write_text(_LIVE_DIALPLAN.format(port=srv.port))
+        (conf / "extensions.conf").write_text(
+            _LIVE_DIALPLAN.format(
+                port=srv.port,
+                set_vars="skills=${FIRSTLINE_SKILLS} options=[${FIRSTLINE_OPTIONS}] "
+                "announce=${FIRSTLINE_ANNOUNCE} inherited=${FIRSTLINE_REC} "
+                "queue=${FIRSTLINE_QUEUE}",
+            )
+        )
         await asyncio.to_thread(pbx.start, conf)
         await asyncio.to_thread(pbx.cli, "channel originate Local/s@agi-live application Wait 3")
         async with asyncio.timeout(10):
             while "AGILIVE" not in pbx.log_since_start():  # noqa: ASYNC110 - polling a file
                 await asyncio.sleep(0.1)
         assert "AGILIVE status=SUCCESS route=queue-support" in pbx.log_since_start()
+        # MSet set the plain values unchanged, the empty one included, in one EXEC.
+        assert (
+            "AGISET skills=printing:2,english:1 options=[] announce=firstline/a&firstline/b "
+            "inherited=/var/spool/rec/20261206-1-x.y queue=first-en"
+        ) in pbx.log_since_start()
         assert seen == [("José Müller", ("first arg",))]
         assert srv.counters[("live", "ok")] == 1
     finally:

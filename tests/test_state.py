@@ -401,6 +401,26 @@ def test_agent_paused_in_one_of_two_queues_is_still_available() -> None:
     assert state.snapshot().agents["alice"].state is AgentState.PAUSED
 
 
+def test_a_snapshot_shows_every_change_of_a_membership_and_reuses_what_did_not_change() -> None:
+    state = _state()
+    state.apply(_member("QueueMemberAdded", ALICE), 0.0)
+    state.apply(_member("QueueMemberAdded", ALICE, queue="second-printing"), 0.0)
+    state.apply(_member("QueueMemberAdded", BOB), 0.0)
+    before = state.snapshot()
+    # Neither moves alice's own state or device (no Status): only her memberships change.
+    state.apply(_event("QueueMemberPause", Queue=Q, Interface=ALICE, Paused="1"), 1.0)
+    state.apply(
+        _event("QueueMemberPenalty", Queue="second-printing", Interface=ALICE, Penalty="2"), 2.0
+    )
+    after = state.snapshot()
+    alice = after.agents["alice"]
+    assert alice.state is AgentState.AVAILABLE
+    assert alice.queues[Q].paused
+    assert alice.queues["second-printing"].penalty == 2
+    assert not before.agents["alice"].queues[Q].paused  # the old copy stays as it was
+    assert after.agents["bob"] is before.agents["bob"]
+
+
 def test_unknown_member_is_tracked_under_its_interface_and_forgotten_on_logout() -> None:
     state = _state()
     changes = state.apply(_member("QueueMemberAdded", "PJSIP/zed"), 0.0)
@@ -525,8 +545,17 @@ _step = st.one_of(
 )
 
 
+def _rebuilt_snapshot(state: LiveState) -> StateSnapshot:
+    """The snapshot built with every cached agent and call view thrown away."""
+    for item in [*state._agents.values(), *state._calls.values()]:
+        item.view = None
+    state._cached = None
+    return state.snapshot()
+
+
 def _check_invariants(state: LiveState) -> None:
     snap = state.snapshot()
+    assert snap == _rebuilt_snapshot(state), "a cached view outlived a change"
     waiting = [w.uniqueid for q in snap.queues.values() for w in q.waiting]
     assert len(waiting) == len(set(waiting)), "a caller waits twice"
     for queue in snap.queues.values():
