@@ -134,8 +134,13 @@ EXIT_AMI_REFUSED = 2
 EXIT_STORE_UNAVAILABLE = 3
 EXIT_AMI_UNREACHABLE = 4
 _DIALER_PERIOD = 1.0
-# How long a change waits for the next ones before gauges and the wall screen show them all.
-_DESK_REFRESH_DELAY = 0.1
+# How long a change waits for the next ones before gauges and the wall screen show them all:
+# each refresh walks every agent and caller, and neither a wall screen nor a scrape every
+# few seconds tells half a second from a tenth (the clock's tick refreshes as often).
+_DESK_REFRESH_DELAY = 0.5
+# How long the queues' handle times (the last thousand finished calls, read again whenever
+# one more finished) stand for the next ones: a second more or less moves no estimate.
+_HANDLE_TIMES_MAX_AGE = 1.0
 # The IVR menu's priority hint enters routing as a pseudo-ticket of that priority.
 _MENU_HINT = "ivr-menu"
 _PENDING_PERIOD = 5.0
@@ -208,7 +213,8 @@ class Daemon:
         self._state = _live_state(config, self._now())
         self._table = RoutingTable(config)
         self._view_cache: tuple[StateSnapshot, RoutingView] | None = None
-        self._handle_times: tuple[int, Mapping[str, Sequence[float]]] | None = None
+        # (finished calls counted, when, the queues' handle times)
+        self._handle_times: tuple[int, float, Mapping[str, Sequence[float]]] | None = None
         self._desk = DeskMetrics(self._registry, queues=[queue.id for queue in config.queues])
         self._desk_refresh: asyncio.TimerHandle | None = None
         self._ami.subscribe(None, self._on_ami_event)
@@ -1150,11 +1156,14 @@ class Daemon:
         snapshot = self._state.snapshot()
         if self._view_cache is None or self._view_cache[0] is not snapshot:
             finished = self._state.finished_total
-            if self._handle_times is None or self._handle_times[0] != finished:
+            if self._handle_times is None or (
+                self._handle_times[0] != finished
+                and not 0 <= now - self._handle_times[1] < _HANDLE_TIMES_MAX_AGE
+            ):
                 wrapups = {queue.id: queue.wrapup for queue in self._config.queues}
                 times = handle_times(self._state.finished(), wrapups)
-                self._handle_times = (finished, times)
-            view = routing_view(snapshot, self._handle_times[1], now)
+                self._handle_times = (finished, now, times)
+            view = routing_view(snapshot, self._handle_times[2], now)
             self._view_cache = (snapshot, view)
         return self._view_cache[1]
 

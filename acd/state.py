@@ -1258,9 +1258,9 @@ class LiveState:
 
     def _queue_names(self) -> set[str]:
         names = set(self._wrapup) | set(self._short) | set(self._max_wait)
-        names |= {q for q, w in self._waiting.items() if w}
+        names.update(q for q, w in self._waiting.items() if w)
         for agent in self._agents.values():
-            names |= set(agent.members)
+            names.update(agent.members)
         return names
 
     def _waiting_view(self, queue: str) -> tuple[WaitingCaller, ...]:

@@ -79,12 +79,25 @@ class Fields(Sequence[tuple[str, str]]):
     done on first use (and then kept).
     """
 
-    __slots__ = ("_pairs", "_source")
+    __slots__ = ("_first", "_pairs", "_source")
 
     def __init__(self, pairs: Iterable[tuple[str, str]] = ()) -> None:
         self._pairs: Pairs | None = tuple(pairs)
         # the message's text or lines, each line already known to hold a ':'
         self._source: str | list[str] | None = None
+        # lower-cased name -> first value, made at the first lookup: an event that is read
+        # at all is read a dozen times (every field name compared each time, before)
+        self._first: dict[str, str] | None = None
+
+    def first(self, lowered: str) -> str | None:
+        """The value of the first field whose name, lower-cased, is `lowered`."""
+        first = self._first
+        if first is None:
+            first = {}
+            for name, value in self.pairs():
+                first.setdefault(name.lower(), value)
+            self._first = first
+        return first.get(lowered)
 
     def pairs(self) -> Pairs:
         """The pairs as a plain tuple."""
@@ -135,8 +148,12 @@ class _FieldAccess:
 
     def get(self, key: str, default: str | None = None) -> str | None:
         """Value of the first field named `key` (any case), else `default`."""
+        fields = self.fields
+        if isinstance(fields, Fields):
+            value = fields.first(key.lower())
+            return default if value is None else value
         wanted = key.lower()
-        for name, value in self.fields:
+        for name, value in fields:
             if name.lower() == wanted:
                 return value
         return default
@@ -253,6 +270,7 @@ def _lazy_fields(source: str | list[str]) -> Fields:
     fields = _new_fields(Fields)
     fields._pairs = None
     fields._source = source
+    fields._first = None
     return fields
 
 
