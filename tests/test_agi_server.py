@@ -88,11 +88,21 @@ async def _bad_usage(session: AgiSession) -> None:
         await session.set_variable("ERR", str(exc.code))
 
 
+async def _set_mixed(session: AgiSession) -> None:
+    await session.set_variables({"A": "1", "B": "x y", "C": "", "D": "q&r"})
+
+
+async def _set_plain(session: AgiSession) -> None:
+    await session.set_variables({"FIRSTLINE_PRIO": "5", "FIRSTLINE_QUEUE": "first-en"})
+
+
 HANDLERS: dict[str, Handler] = {
     "greet": _greet,
     "boom": _boom,
     "two": _two_commands,
     "usage": _bad_usage,
+    "set-mixed": _set_mixed,
+    "set-plain": _set_plain,
 }
 
 
@@ -383,46 +393,32 @@ async def _request_done_lines(level: str, reply: bytes) -> list[dict[str, Any]]:
     return [json.loads(line) for line in out.getvalue().splitlines() if "agi.request_done" in line]
 
 
-async def test_set_variables_sends_each_run_of_plain_values_in_one_mset() -> None:
-    async def route(session: AgiSession) -> None:
-        await session.set_variables({"A": "1", "B": "x y", "C": "", "D": "q&r"})
-
-    srv = AgiServer(port=0, handlers={"route": route})
-    await srv.start()
-    try:
-        fake = await FakeAsterisk.connect(srv.port, "route")
-        assert await fake.command() == b"SET VARIABLE A 1\n"  # a run of one: no MSet
-        await fake.reply(b"200 result=1\n")
-        assert await fake.command() == b'SET VARIABLE B "x y"\n'
-        await fake.reply(b"200 result=1\n")
-        assert await fake.command() == b"EXEC MSet C=,D=q&r\n"
-        await fake.reply(b"200 result=0\n")
-        assert await fake.eof() == b""
-        await fake.close()
-        await _idle(srv)
-        assert srv.counters[("route", "ok")] == 1
-    finally:
-        await srv.close()
+async def test_set_variables_sends_each_run_of_plain_values_in_one_mset(
+    server: AgiServer,
+) -> None:
+    fake = await FakeAsterisk.connect(server.port, "set-mixed")
+    assert await fake.command() == b"SET VARIABLE A 1\n"  # a run of one: no MSet
+    await fake.reply(b"200 result=1\n")
+    assert await fake.command() == b'SET VARIABLE B "x y"\n'
+    await fake.reply(b"200 result=1\n")
+    assert await fake.command() == b"EXEC MSet C=,D=q&r\n"
+    await fake.reply(b"200 result=0\n")
+    assert await fake.eof() == b""
+    await fake.close()
+    await _idle(server)
+    assert server.counters[("set-mixed", "ok")] == 1
 
 
-async def test_set_variables_without_mset_sets_them_one_by_one() -> None:
-    async def route(session: AgiSession) -> None:
-        await session.set_variables({"FIRSTLINE_PRIO": "5", "FIRSTLINE_QUEUE": "first-en"})
-
-    srv = AgiServer(port=0, handlers={"route": route})
-    await srv.start()
-    try:
-        fake = await FakeAsterisk.connect(srv.port, "route")
-        assert await fake.command() == b"EXEC MSet FIRSTLINE_PRIO=5,FIRSTLINE_QUEUE=first-en\n"
-        await fake.reply(b"200 result=-2\n")  # no such application
-        assert await fake.command() == b"SET VARIABLE FIRSTLINE_PRIO 5\n"
-        await fake.reply(b"200 result=1\n")
-        assert await fake.command() == b"SET VARIABLE FIRSTLINE_QUEUE first-en\n"
-        await fake.reply(b"200 result=1\n")
-        assert await fake.eof() == b""
-        await fake.close()
-    finally:
-        await srv.close()
+async def test_set_variables_without_mset_sets_them_one_by_one(server: AgiServer) -> None:
+    fake = await FakeAsterisk.connect(server.port, "set-plain")
+    assert await fake.command() == b"EXEC MSet FIRSTLINE_PRIO=5,FIRSTLINE_QUEUE=first-en\n"
+    await fake.reply(b"200 result=-2\n")  # no such application
+    assert await fake.command() == b"SET VARIABLE FIRSTLINE_PRIO 5\n"
+    await fake.reply(b"200 result=1\n")
+    assert await fake.command() == b"SET VARIABLE FIRSTLINE_QUEUE first-en\n"
+    await fake.reply(b"200 result=1\n")
+    assert await fake.eof() == b""
+    await fake.close()
 
 
 async def test_request_done_is_one_json_line_with_what_the_handler_bound() -> None:

@@ -425,21 +425,23 @@ class AgiSession:
         """Set several channel variables in order: each run of values that MSet carries
         unchanged in one round trip, any other value with its own SET VARIABLE (a route
         sets half a dozen, and a round trip costs both ends more than the work it carries)."""
-        run: list[str] = []
+        run: list[tuple[str, str]] = []
         for name, value in values.items():
             if _MSET_NAME.fullmatch(name) and _MSET_VALUE.fullmatch(value):
-                run.append(f"{name}={value}")
+                run.append((name, value))
             else:
                 await self._set_all(run)
                 run = []
                 await self.set_variable(name, value)
         await self._set_all(run)
 
-    async def _set_all(self, pairs: list[str]) -> None:
-        if len(pairs) > 1 and (await self.exec("MSet", *pairs)).result_int == 0:
-            return
-        for pair in pairs:  # one, or MSet is missing (-2)
-            await self.set_variable(*pair.split("=", 1))
+    async def _set_all(self, run: list[tuple[str, str]]) -> None:
+        if len(run) > 1:
+            reply = await self.exec("MSet", *(f"{name}={value}" for name, value in run))
+            if reply.result_int == 0:
+                return
+        for name, value in run:  # one, or MSet is missing (-2)
+            await self.set_variable(name, value)
 
     async def stream_file(
         self, name: str, escape_digits: str = "", *, reply_timeout: float | None = None
