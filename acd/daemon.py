@@ -133,6 +133,12 @@ EXIT_OK = 0
 EXIT_AMI_REFUSED = 2
 EXIT_STORE_UNAVAILABLE = 3
 EXIT_AMI_UNREACHABLE = 4
+# Asterisk answers AMI logins while it still loads its modules (QueueStatus before
+# app_queue is loaded fails): the state is read once Asterisk says FullyBooted, and a
+# resync that still finds a part missing tries again for a while.
+_BOOT_WAIT = 15.0
+_RESYNC_RETRY = 0.5
+_RESYNC_PATIENCE = 30.0
 _DIALER_PERIOD = 1.0
 # How long a change waits for the next ones before gauges and the wall screen show them all:
 # each refresh walks every agent and caller, and neither a wall screen nor a scrape every
@@ -578,8 +584,13 @@ class Daemon:
         self._health.ami_logged_in()
         self._refresh_wallboard()
         known = self._state.snapshot()  # who was logged in before the link dropped
-        await self._resync()
-        if client.reconnects:
+        if not await client.wait_fully_booted(_BOOT_WAIT):
+            self._log.warning(
+                "ami.boot_unconfirmed",
+                waited=_BOOT_WAIT,
+                hint="Asterisk sent no FullyBooted: the AMI user needs read = system",
+            )
+        if await self._resync() and client.reconnects:
             await self._restore_memberships(known)
 
     async def _restore_memberships(self, known: StateSnapshot) -> None:
@@ -619,14 +630,29 @@ class Daemon:
         if restored:
             self._log.warning("agent.memberships_restored", memberships=restored)
 
-    async def _resync(self) -> None:
-        """Rebuild the live state from what Asterisk reports (after every login)."""
-        try:
-            status = await self._ami.action("QueueStatus")
-            channels = await self._ami.action("CoreShowChannels")
-        except AmiError as error:
-            self._log.error("state.resync_failed", error=str(error))
-            return
+    async def _resync(self) -> bool:
+        """Rebuild the live state from what Asterisk reports (after every login and
+        reload); False when Asterisk could not tell, and the state is left as it was."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _RESYNC_PATIENCE
+        while True:
+            try:
+                status = await self._ami.action("QueueStatus")
+                channels = await self._ami.action("CoreShowChannels")
+            except AmiError as error:
+                self._log.error("state.resync_failed", error=str(error))
+                return False
+            answers = {"QueueStatus": status, "CoreShowChannels": channels}
+            refused = [f"{name}: {r.response.message}" for name, r in answers.items() if not r.ok]
+            if not refused:
+                break
+            # Its empty answer would read as "no members, no callers": never resync on it.
+            why = "; ".join(refused)
+            if loop.time() >= deadline:
+                self._log.error("state.resync_failed", error=why)
+                return False
+            self._log.warning("state.resync_retry", error=why, delay=_RESYNC_RETRY)
+            await asyncio.sleep(_RESYNC_RETRY)
         self._publish(self._state.resync(status.events, channels.events, self._now()))
         snapshot = self._state.snapshot()
         self._log.info(
@@ -634,6 +660,7 @@ class Daemon:
             agents={state.value: n for state, n in snapshot.agent_counts.items() if n},
             waiting={q: len(view.waiting) for q, view in snapshot.queues.items() if view.waiting},
         )
+        return True
 
     async def _tick_forever(self) -> None:
         # Wrap-up ends are the state's only timers, and the oldest-wait gauge moves with

@@ -36,6 +36,9 @@ def _msg(*lines: str) -> str:
     return "\r\n".join(lines) + "\r\n\r\n"
 
 
+_FULLY_BOOTED = _msg("Event: FullyBooted", "Privilege: system,all", "Status: Fully Booted")
+
+
 @dataclass
 class FakeAmi:
     """A scriptable AMI server: `handlers` answer actions; None means stay silent."""
@@ -46,17 +49,20 @@ class FakeAmi:
     connections: int = 0
     writers: list[asyncio.StreamWriter] = field(default_factory=list)
     port: int = 0
+    # like Asterisk at login when it is up and the user may read the "system" class
+    fully_booted_at_login: bool = False
 
     def reply(self, action: dict[str, str]) -> list[str] | None:
         aid = action.get("ActionID", "")
         name = action["Action"].lower()
         if name == "login":
             if action.get("Secret") == self.secret:
-                return [
-                    _msg(
-                        "Response: Success", f"ActionID: {aid}", "Message: Authentication accepted"
-                    )
-                ]
+                accepted = _msg(
+                    "Response: Success", f"ActionID: {aid}", "Message: Authentication accepted"
+                )
+                if self.fully_booted_at_login:
+                    return [accepted, _FULLY_BOOTED]
+                return [accepted]
             return [_msg("Response: Error", f"ActionID: {aid}", "Message: Authentication failed")]
         if name in self.handlers:
             return self.handlers[name](action)
@@ -82,6 +88,10 @@ class FakeAmi:
                     writer.write(message.encode())
                 await writer.drain()
         writer.close()
+
+    def broadcast(self, message: str) -> None:
+        for writer in self.writers:
+            writer.write(message.encode())
 
     def drop_all(self) -> None:
         for writer in self.writers:
@@ -328,6 +338,40 @@ async def test_events_filter_is_applied_client_side(fake: FakeAmi) -> None:
     assert fake.received[1]["MatchCriteria"] == "name(QueueCallerJoin)"
 
 
+async def test_fully_booted_said_at_login_is_known_at_once(fake: FakeAmi) -> None:
+    fake.fully_booted_at_login = True
+    client = _client(fake, events=["QueueCallerJoin"])
+    async with _running(client):
+        await client.wait_logged_in(timeout=2)
+        assert await client.wait_fully_booted(timeout=2)
+        assert client.fully_booted
+    assert not client.fully_booted  # it belongs to a connection
+
+
+async def test_a_booting_asterisk_is_waited_for_and_each_connection_asks_again(
+    fake: FakeAmi,
+) -> None:
+    """Logged in while Asterisk still loads its modules: not booted until it says so, and
+    a new connection (Asterisk restarted) starts from not booted again."""
+    fake.handlers["filter"] = lambda action: [
+        _msg("Response: Success", f"ActionID: {action['ActionID']}")
+    ]
+    client = _client(fake, events=["QueueCallerJoin"])
+    async with _running(client):
+        await client.wait_logged_in(timeout=2)
+        assert not await client.wait_fully_booted(timeout=0.2)
+        fake.broadcast(_FULLY_BOOTED)  # filtered out for subscribers, still heard
+        assert await client.wait_fully_booted(timeout=2)
+        fake.drop_all()
+        await _until(lambda: fake.connections == 2 and client.connected)
+        assert not client.fully_booted
+        fake.broadcast(_FULLY_BOOTED)
+        assert await client.wait_fully_booted(timeout=2)
+    # the session filter lets the event through on Asterisk's side as well
+    filters = [a["MatchCriteria"] for a in fake.received if a["Action"] == "Filter"]
+    assert filters[:2] == ["name(QueueCallerJoin)", "name(FullyBooted)"]
+
+
 async def test_run_is_not_reentrant(fake: FakeAmi) -> None:
     client = _client(fake)
     async with _running(client):
@@ -394,6 +438,7 @@ async def test_live_login_queuestatus_command() -> None:
     with structlog.testing.capture_logs() as logs:
         async with _running(client):
             await client.wait_logged_in(timeout=10)
+            assert await client.wait_fully_booted(timeout=10)
             await _live_actions(client)
     assert not [log for log in logs if log["log_level"] in ("warning", "error")]
     bad = AmiClient(username="firstline", secret="nope", reconnect=False)

@@ -165,6 +165,7 @@ class AmiClient:
         self._subscribers: dict[str | None, list[EventCallback]] = {}
         self._writer: asyncio.StreamWriter | None = None
         self._logged_in = asyncio.Event()
+        self._fully_booted = asyncio.Event()
         self._stopped = asyncio.Event()
         self._stop_error: BaseException | None = None
         self._running = False
@@ -180,6 +181,11 @@ class AmiClient:
     def connected(self) -> bool:
         """True while logged in."""
         return self._logged_in.is_set()
+
+    @property
+    def fully_booted(self) -> bool:
+        """True once this connection's Asterisk said it has loaded all its modules."""
+        return self._fully_booted.is_set()
 
     @property
     def reconnects(self) -> int:
@@ -279,6 +285,20 @@ class AmiClient:
             raise AmiDisconnected("AMI client stopped")
         raise AmiTimeout(f"not logged in to AMI within {timeout}s")
 
+    async def wait_fully_booted(self, timeout: float) -> bool:  # noqa: ASYNC109
+        """Return True once Asterisk has said FullyBooted on this connection, False after
+        `timeout`.
+
+        AMI accepts logins while Asterisk is still loading modules: an action of a module
+        not loaded yet (QueueStatus before app_queue) fails or answers with nothing.
+        Asterisk says FullyBooted at login when it is up, or when it gets there, but only
+        to a user allowed to read the "system" class: hence the timeout.
+        """
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._fully_booted.wait()
+        return self._fully_booted.is_set()
+
     # --- actions and events -------------------------------------------------------------
 
     async def action(
@@ -340,6 +360,7 @@ class AmiClient:
 
     async def _session(self) -> None:
         self._logged_in_once_this_round = False
+        self._fully_booted.clear()
         try:
             async with asyncio.timeout(self._connect_timeout):
                 reader, writer = await asyncio.open_connection(
@@ -381,6 +402,7 @@ class AmiClient:
             self._writer = None
             was_logged_in = self._logged_in.is_set()
             self._logged_in.clear()
+            self._fully_booted.clear()
             writer.close()
             for task in tasks:
                 task.cancel()
@@ -403,7 +425,8 @@ class AmiClient:
             raise AmiAuthenticationError(
                 f"AMI login as {self._username!r} refused: {result.response.message}"
             )
-        for name in self._event_names or ():
+        # FullyBooted comes through too: it tells when a booting Asterisk is ready.
+        for name in (*self._event_names, "FullyBooted") if self._event_names else ():
             # Session filter (Asterisk >= 20.8/21.3 syntax): Asterisk then skips the events
             # we would drop anyway. Needs the "system" write class; without it we only
             # filter on our side. Events of an action's EventList are never filtered.
@@ -481,9 +504,12 @@ class AmiClient:
         # so events nobody reads are never split into fields.
         if self._pending and self._collect(event):
             return
-        if self._events is not None and event.name.lower() not in self._events:
+        name = event.name.lower()
+        if name == "fullybooted":
+            self._fully_booted.set()
+        if self._events is not None and name not in self._events:
             return
-        for key in (event.name.lower(), None):
+        for key in (name, None):
             for callback in tuple(self._subscribers.get(key, ())):
                 try:
                     callback(event)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shutil
 import sqlite3
 import urllib.request
 from collections.abc import AsyncIterator
@@ -58,11 +59,16 @@ async def fresh_ami(started_pbx: LivePbx) -> AsyncIterator[list[AmiClient]]:
 
 
 async def test_asterisk_restart_is_noticed_resynced_and_agents_given_back_their_queues(
-    ami: AmiClient, daemon: DaemonProcess, started_pbx: LivePbx, fresh_ami: list[AmiClient]
+    ami: AmiClient,
+    daemon: DaemonProcess,
+    started_pbx: LivePbx,
+    fresh_ami: list[AmiClient],
+    tmp_path: Path,
 ) -> None:
-    """Asterisk restarts without its astdb (dynamic members forgotten): the daemon sees the
-    link drop at once, logs in again with backoff, resyncs, puts alice back into her
-    queues, says so in its metrics, and the next call reaches her."""
+    """Asterisk restarts without its astdb (dynamic members forgotten) and its queues come
+    up late: the daemon sees the link drop at once, logs in again with backoff, waits for
+    the queues rather than taking their absence for empty queues, resyncs, puts alice
+    back into her queues, says so in its metrics, and the next call reaches her."""
     await logout_everyone(ami)
     await dial_feature_code(ami, "*21", "201")  # alice logs in through the daemon
     await wait_members(ami, "first-level", lambda members: ALICE in members)
@@ -71,28 +77,41 @@ async def test_asterisk_restart_is_noticed_resynced_and_agents_given_back_their_
     )
     assert metric("acd_ami_reconnects_total") == 0
 
-    assert started_pbx.conf_dir is not None
-    started_pbx.start(started_pbx.conf_dir, fresh_state=True)
-    lost = daemon.wait_for(lambda line: line.get("event") == "ami.reconnect_wait", timeout=30)
-    back = daemon.wait_for(
-        lambda line: line.get("event") == "ami.logged_in" and line.get("reconnects") == 1,
-        timeout=60,
-    )
-    restored = daemon.wait_for(
-        lambda line: line.get("event") == "agent.memberships_restored", timeout=20
-    )
-    assert restored["memberships"] >= 1
-    assert lost["timestamp"] <= back["timestamp"]
+    conf = started_pbx.conf_dir
+    assert conf is not None
+    # app_queue loaded by hand after the boot: what a daemon logging in while Asterisk
+    # still loads its modules meets for a fraction of a second
+    late_queues = tmp_path / "asterisk-conf"
+    shutil.copytree(conf, late_queues)
+    modules = late_queues / "modules.conf"
+    modules.write_text(modules.read_text() + "noload = app_queue.so\n")
+    started_pbx.start(late_queues, fresh_state=True)
+    try:
+        lost = daemon.wait_for(lambda line: line.get("event") == "ami.reconnect_wait", timeout=30)
+        back = daemon.wait_for(
+            lambda line: line.get("event") == "ami.logged_in" and line.get("reconnects") == 1,
+            timeout=60,
+        )
+        retry = daemon.wait_for(lambda line: line.get("event") == "state.resync_retry")
+        assert "QueueStatus" in retry["error"]
+        started_pbx.cli("module load app_queue.so")
+        restored = daemon.wait_for(
+            lambda line: line.get("event") == "agent.memberships_restored", timeout=20
+        )
+        assert restored["memberships"] >= 1
+        assert lost["timestamp"] <= back["timestamp"] <= retry["timestamp"]
 
-    client = await _ami_client()
-    fresh_ami.append(client)
-    await wait_members(client, "first-level", lambda members: ALICE in members)
-    assert metric("acd_ami_reconnects_total") == 1
-    assert metric("acd_ami_connected") == 1
+        client = await _ami_client()
+        fresh_ami.append(client)
+        await wait_members(client, "first-level", lambda members: ALICE in members)
+        assert metric("acd_ami_reconnects_total") == 1
+        assert metric("acd_ami_connected") == 1
 
-    uid = await place_call(client, "4930555061")
-    events = await collect(client, uid, until="AgentComplete", within=30)
-    assert [e.get("MemberName") for e in events if e.name == "AgentConnect"] == ["Alice Martin"]
+        uid = await place_call(client, "4930555061")
+        events = await collect(client, uid, until="AgentComplete", within=30)
+        assert [e.get("MemberName") for e in events if e.name == "AgentConnect"] == ["Alice Martin"]
+    finally:
+        started_pbx.start(conf)  # the module's other tests run on the usual configuration
 
 
 def test_an_unreachable_ami_at_start_is_a_clear_error_not_a_busy_loop(
