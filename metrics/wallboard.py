@@ -104,7 +104,9 @@ class DayFigures:
     ) -> None:
         self._tz = tz
         self._levels = dict(service_levels)
+        self._day_bounds = (0.0, 0.0)
         self._day = self.local_date(now)
+        self._day_bounds = self._bounds(self._day)
         self._counts: dict[str, QueueDay] = {}
 
     @property
@@ -140,12 +142,31 @@ class DayFigures:
 
     def local_date(self, moment: float) -> dt.date:
         """The local date of `moment` (epoch seconds) in the desk's time zone."""
+        # Asked at every change the daemon sees: the counted day's bounds answer for it.
+        start, end = self._day_bounds
+        if start <= moment < end:
+            return self._day
         return dt.datetime.fromtimestamp(moment, self._tz).date()
+
+    def _bounds(self, day: dt.date) -> tuple[float, float]:
+        """The epoch seconds `day` starts and ends at in the desk's time zone; an empty
+        span where a zone skips or repeats that midnight (the long way answers there)."""
+        start, end = (
+            dt.datetime.combine(when, dt.time(), self._tz).timestamp()
+            for when in (day, day + dt.timedelta(days=1))
+        )
+        for edge, date in ((start, day), (end, day + dt.timedelta(days=1))):
+            local = dt.datetime.fromtimestamp(edge, self._tz)
+            before = dt.datetime.fromtimestamp(edge - 1e-3, self._tz)
+            if local.date() != date or before.date() == date:
+                return (0.0, 0.0)
+        return (start, end)
 
     def _roll(self, now: float) -> None:
         today = self.local_date(now)
         if today > self._day:
             self._day, self._counts = today, {}
+            self._day_bounds = self._bounds(today)
 
     def _count(self, record: FinishedCall) -> None:
         level = self._levels.get(record.queue or "")

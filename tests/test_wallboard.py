@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from acd.ami.codec import Event
 from acd.config.model import ServiceLevel
@@ -344,6 +346,50 @@ def test_midnight_is_the_desks_not_utc() -> None:
     desk_berlin.member(evening, "alice", Q1)
     desk_berlin.answered_call("u1", Q1, "alice", evening, wait=5)
     assert desk_berlin.today.figures(after_berlin_midnight)[Q1].answered == 0
+
+
+# Zones whose clocks jump at or across midnight, or by odd amounts, next to plain ones.
+_ZONES = (
+    "Europe/Berlin",
+    "America/Santiago",  # DST starts at 24:00: that midnight does not exist
+    "America/Havana",  # DST at 00:00 to 01:00
+    "Asia/Beirut",  # DST back at 00:00: that midnight comes twice
+    "Pacific/Apia",  # skipped the whole of 2011-12-30
+    "Australia/Lord_Howe",  # half-hour DST
+    "UTC",
+)
+
+
+@given(
+    zone=st.sampled_from(_ZONES),
+    start=st.floats(min_value=1.28e9, max_value=1.9e9),
+    offsets=st.lists(st.floats(min_value=-3 * 86400, max_value=3 * 86400), max_size=20),
+)
+def test_the_local_date_is_the_zones_however_its_midnights_fall(
+    zone: str, start: float, offsets: list[float]
+) -> None:
+    """The counted day's bounds answer most questions; the answers are the zone's."""
+    tz = zoneinfo.ZoneInfo(zone)
+    today = DayFigures(LEVELS, tz, start)
+    for moment in sorted(start + offset for offset in offsets):
+        today.observe([], max(moment, start))
+        for asked in (moment, start):
+            assert today.local_date(asked) == dt.datetime.fromtimestamp(asked, tz).date()
+
+
+@given(
+    zone=st.sampled_from(_ZONES),
+    day=st.dates(min_value=dt.date(2011, 1, 1), max_value=dt.date(2030, 12, 31)),
+    nudge=st.sampled_from((-3600.0, -1.0, -1e-3, 0.0, 1e-3, 1.0, 3600.0)),
+)
+def test_the_local_date_is_the_zones_at_its_midnights(
+    zone: str, day: dt.date, nudge: float
+) -> None:
+    tz = zoneinfo.ZoneInfo(zone)
+    today = DayFigures(LEVELS, tz, dt.datetime.combine(day, dt.time(12), tz).timestamp())
+    for edge in (day, day + dt.timedelta(days=1)):
+        moment = dt.datetime.combine(edge, dt.time(), tz).timestamp() + nudge
+        assert today.local_date(moment) == dt.datetime.fromtimestamp(moment, tz).date()
 
 
 def test_reconfigure_keeps_the_counts_of_queues_still_there() -> None:
