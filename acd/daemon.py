@@ -227,6 +227,7 @@ class Daemon:
         self._agi = AgiServer(
             host=link.agi.host,
             port=link.agi.port,
+            max_sessions=link.agi.max_sessions,
             handlers={
                 "route": self._route,
                 "agent": self._agent_feature,

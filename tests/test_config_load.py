@@ -130,6 +130,7 @@ def test_example_loads() -> None:
     config = load_config(EXAMPLE)
     assert config.hotline.default_queue == "first-en"
     assert config.hotline.languages == ["en", "fr"]
+    assert config.daemon.agi.max_sessions == 256
     assert {q.level for q in config.queues} == {"first", "second"}
     assert len({a.site for a in config.agents}) == 2
     assert config.queue("first-en").overflow is not None
@@ -165,6 +166,7 @@ def _example_with(tmp_path: Path, old: str, new: str) -> Path:
         ('numbers: ["100",', "numbers: [100,", "quote this number"),
         ('digit: "9", offer_every: 45', 'digit: "99", offer_every: 45', "pattern"),
         ("- id: david", "- id: anonymous", "reserved for the hotline"),
+        ("max_sessions: 256}", "max_sessions: 0}", "greater than or equal to 1"),
     ],
 )
 def test_cross_checks(tmp_path: Path, old: str, new: str, fragment: str) -> None:

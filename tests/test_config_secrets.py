@@ -112,7 +112,7 @@ def test_init_missing_secret_files_then_check(tmp_path: Path) -> None:
         load_config(config_path, check_secrets=True)
     assert len(caught.value.issues) == 7  # the AMI user and six agents
     assert all("does not exist" in i.message for i in caught.value.issues)
-    assert caught.value.issues[0].line == 29  # daemon.ami.secret in the example
+    assert caught.value.issues[0].line == 31  # daemon.ami.secret in the example
 
     config = load_config(config_path)
     created = init_missing_secret_files(config_path)  # a path works as well as a Config

@@ -538,7 +538,9 @@ class AgiServer:
         self._server = await loop.create_server(
             functools.partial(self._new_stream, loop), self._host, self._port
         )
-        self._log.info("agi.listening", host=self._host, port=self.port)
+        self._log.info(
+            "agi.listening", host=self._host, port=self.port, max_sessions=self._max_sessions
+        )
 
     async def close(self) -> None:
         """Stop accepting, cancel the running sessions and wait for them."""

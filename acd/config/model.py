@@ -158,6 +158,13 @@ class AgiLink(_Model):
 
     host: Host = Field(default="127.0.0.1", description="Address the FastAGI server binds.")
     port: Port = Field(default=4573, description="TCP port of the FastAGI server.")
+    max_sessions: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        default=256,
+        description="Calls the FastAGI server serves at once. A caller holds one for the "
+        "whole IVR: size it at the peak's calls per second times the IVR's seconds (and "
+        "keep the daemon's open-file limit above it). A call beyond it is not refused: "
+        "the dialplan puts it into the hotline's default queue.",
+    )
 
 
 class AmiLink(_Model):

@@ -32,6 +32,9 @@ CALL_JOURNEY = ("QueueCallerJoin", "AgentConnect", "AgentComplete")
 async def test_call_reaches_agent_through_daemon_route(
     ami: AmiClient, daemon: DaemonProcess
 ) -> None:
+    # the FastAGI server serves as many calls at once as the config says (not its default)
+    listening = daemon.wait_for(lambda line: line.get("event") == "agi.listening")
+    assert listening["max_sessions"] == 128
     await logout_everyone(ami)
     await login_agent(ami, "first-level", "Local/alice@test-agents")
     uid = await place_call(ami, "4930555001")
