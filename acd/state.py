@@ -713,9 +713,15 @@ class LiveState:
             and agent.device is DeviceState.NOT_IN_USE
             and agent.state is AgentState.ON_CALL
         ):
-            out.append(
-                Anomaly("missed_complete", f"{agent.agent_id} is idle again", event.name, now)
-            )
+            # Asterisk posts device states on their own task processor, so the phone's
+            # "idle" often overtakes the AgentComplete of a call we hold as connected: that
+            # is the call's end told first, not an event missed. Only an agent on a call we
+            # do not know (e.g. after a lost connection) means one was missed.
+            call = self._calls.get(agent.call or "")
+            if call is None or call.state is not CallState.CONNECTED:
+                out.append(
+                    Anomaly("missed_complete", f"{agent.agent_id} is idle again", event.name, now)
+                )
             self._agent_complete(agent, agent.call, now, out, event.name)
 
     def _on_member_removed(self, event: Event, now: float, out: list[Change]) -> None:

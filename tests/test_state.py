@@ -385,6 +385,26 @@ def test_device_state_codes_and_missed_complete() -> None:
     assert state.snapshot().agents["alice"].state is AgentState.AVAILABLE
 
 
+def test_the_phone_idle_before_agent_complete_is_no_anomaly() -> None:
+    """Device states and queue events cross (load run of 2026-12-06: about 1 call in 1000):
+    the phone's idle ends the agent's call, the AgentComplete after it ends the caller's."""
+    state = _state(wrapup=5)
+    state.apply(_member("QueueMemberAdded", ALICE), 0.0)
+    state.apply(_join("u1"), 1.0)
+    state.apply(_agent_event("AgentCalled", "u1", ALICE), 1.5)
+    state.apply(_leave("u1"), 2.0)
+    state.apply(_agent_event("AgentConnect", "u1", ALICE, HoldTime="1"), 2.0)
+    idle = state.apply(_member("QueueMemberStatus", ALICE, Status="1", InCall="0"), 9.0)
+    complete = state.apply(_agent_event("AgentComplete", "u1", ALICE, TalkTime="7"), 9.0)
+    assert _anomalies(idle + complete) == []
+    assert [(c.before, c.after) for c in idle + complete if isinstance(c, AgentChanged)] == [
+        (AgentState.ON_CALL, AgentState.WRAP_UP)
+    ]
+    [record] = [f for f in state.finished() if f.uniqueid == "u1"]
+    assert (record.outcome, record.talk) == (Outcome.ANSWERED, pytest.approx(7.0))
+    assert state.snapshot().agents["alice"].state is AgentState.WRAP_UP
+
+
 def test_agent_paused_in_one_of_two_queues_is_still_available() -> None:
     state = _state()
     state.apply(_member("QueueMemberAdded", ALICE), 0.0)
